@@ -1,0 +1,35 @@
+# The two set-up commands of the README: `make demo` (the main job) and `make test`.
+# Both work on a fresh Debian machine with Python 3.11 (root, or sudo for apt-get).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+APT_TEST := g++-aarch64-linux-gnu qemu-user-static
+PYTEST_ARGS ?=
+
+.PHONY: demo test data test-tools
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# the CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[tvm]'
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[tvm,dev]'
+	touch $@
+
+data:
+	@test -f $(FASHION) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
+
+test-tools:
+	@for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	 [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
+
+demo: $(VENV)/.installed data
+	$(VENV)/bin/edgecnn train recipes/lenet5-fashion.yaml --out runs/lenet5-fashion
+
+test: $(VENV)/.dev data test-tools
+	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,13 @@
+"""Rich progress bars and tables, shared by every long stage."""
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console()  # results and tables: stdout
+status = Console(stderr=True)  # progress: stderr, so stdout stays parseable
+
+
+def progress_bar(**kwargs) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=status, transient=False, **kwargs)
