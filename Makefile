@@ -29,7 +29,7 @@ test-tools:
 	 [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
 
 demo: $(VENV)/.installed data
-	$(VENV)/bin/edgecnn train recipes/lenet5-fashion.yaml --out runs/lenet5-fashion
+	$(VENV)/bin/edgecnn run recipes/lenet5-fashion.yaml --target host
 
 test: $(VENV)/.dev data test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

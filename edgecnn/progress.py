@@ -3,7 +3,10 @@
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console()  # results and tables: stdout
+import sys
+
+# results and tables: stdout (120 columns when it is a log or a pipe, not 80)
+console = Console(width=None if sys.stdout.isatty() else 120)
 status = Console(stderr=True)  # progress: stderr, so stdout stays parseable
 
 

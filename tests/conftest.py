@@ -65,3 +65,45 @@ schedule: {{epochs: 2, batch_size: 32}}
 @pytest.fixture(scope="session")
 def has_tool():
     return lambda name: shutil.which(name) is not None
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tiny_idx, tmp_path_factory) -> Path:
+    """A LeNet-5 RUN_DIR trained for 2 epochs on `tiny_idx` (shared, read-only)."""
+    from edgecnn import recipe, train
+
+    root = tmp_path_factory.mktemp("lenet_run")
+    rec = recipe.parse({"name": "tiny", "model": {"name": "lenet5"}, "optim": {"lr": 0.01},
+                        "data": {"dataset": "idx", "root": str(tiny_idx), "val_size": 100, "mean": [0.2], "std": [0.3]},
+                        "schedule": {"epochs": 2, "batch_size": 32}})
+    train.train(rec, root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def lenet_onnx(lenet_run, tmp_path_factory) -> Path:
+    from edgecnn import export
+
+    return export.export(lenet_run, tmp_path_factory.mktemp("lenet_onnx") / "model.onnx", batch="dynamic")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_run(tmp_path_factory) -> Path:
+    """An untrained MobileNet v2 (alpha 0.35) checkpoint with random BatchNorm statistics, so BN folding is visible."""
+    import torch
+
+    from edgecnn import checkpoint, recipe
+
+    root = tmp_path_factory.mktemp("mnv2")
+    rec = recipe.parse({"name": "mnv2", "model": {"name": "mobilenet_v2", "alpha": 0.35}})
+    spec = checkpoint.model_spec(rec, 10, [str(i) for i in range(10)])
+    torch.manual_seed(0)
+    model = checkpoint.build_model(spec)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    (root / "run").mkdir()
+    checkpoint.save(root / "run" / "model.pt", model, spec)
+    return root / "run"

@@ -16,6 +16,11 @@ from edgecnn.errors import EdgecnnError
 COMMANDS = {
     "train": "edgecnn.cli.train",
     "eval": "edgecnn.cli.train",
+    "export": "edgecnn.cli.build",
+    "compile": "edgecnn.cli.build",
+    "verify": "edgecnn.cli.build",
+    "targets": "edgecnn.cli.build",
+    "run": "edgecnn.cli.run",
 }
 
 

@@ -1,0 +1,76 @@
+"""Targets: `targets/*.yaml` name a backend, its device settings, precisions and options."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgecnn.errors import EdgecnnError, suggest
+
+PRECISIONS = ("fp32", "fp16", "int8")
+REQUIRED = ("name", "backend", "precision", "precisions")
+
+
+@dataclass
+class Target:
+    name: str
+    backend: str
+    precision: str  # default precision
+    precisions: list[str]
+    description: str = ""
+    device: str = "cpu"
+    tvm: dict | None = None  # TVM target dict (kind, mtriple, mcpu, mattr, num-cores, ...)
+    options: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)  # the YAML as written, recorded in manifests
+
+    def check_precision(self, precision: str | None) -> str:
+        precision = precision or self.precision
+        if precision not in self.precisions:
+            raise EdgecnnError(f"target '{self.name}' does not take {precision}; it takes "
+                               f"{', '.join(self.precisions)}")
+        return precision
+
+
+def targets_dir() -> Path:
+    return Path(os.environ.get("EDGECNN_TARGETS", Path(__file__).resolve().parents[1] / "targets"))
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.yaml"))
+
+
+def parse(raw, source: str) -> Target:
+    if not isinstance(raw, dict):
+        raise EdgecnnError(f"{source}: a target must be a YAML mapping")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise EdgecnnError(f"{source}: target is missing field(s) {', '.join(missing)}")
+    known = set(Target.__dataclass_fields__) - {"raw"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise EdgecnnError(f"{source}: unknown target field '{unknown[0]}'{suggest(unknown[0], known)}")
+    bad = [p for p in [raw["precision"], *raw["precisions"]] if p not in PRECISIONS]
+    if bad:
+        raise EdgecnnError(f"{source}: precision '{bad[0]}' is not one of {', '.join(PRECISIONS)}")
+    return Target(**raw, raw=dict(raw))
+
+
+def load(name: str) -> Target:
+    """A target by name (targets/NAME.yaml) or by path to a YAML file."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = targets_dir() / f"{name}.yaml"
+        if not path.exists():
+            raise EdgecnnError(f"unknown target '{name}'{suggest(name, names())} (edgecnn targets lists them)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise EdgecnnError(f"target file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise EdgecnnError(f"{path}: bad YAML: {getattr(e, 'problem', e)}") from None
+    return parse(raw, str(path))
+
+
+def all_targets() -> list[Target]:
+    return [load(n) for n in names()]

@@ -1,0 +1,113 @@
+"""edgecnn verify: run a build and a reference on the same inputs, compare every output."""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn import backends, compare, manifest as manifest_mod
+from edgecnn.datasets import load_split, normalize
+from edgecnn.errors import EdgecnnError
+from edgecnn.fileio import write_json
+from edgecnn.progress import progress_bar
+
+CHUNK = 256
+
+
+class ParityError(EdgecnnError):
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def load_inputs(man: dict, data: str = "test", limit: int | None = None, seed: int = 0):
+    """-> (float32 NCHW inputs normalized as the model expects, labels or None, description)."""
+    from edgecnn.recipe import DataCfg
+
+    shape = [d for d in man["input"]["shape"][1:]]
+    mean, std = man["input"].get("mean", [0.0]), man["input"].get("std", [1.0])
+    if data == "random":
+        n = limit or 64
+        images = np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+        return normalize(images, mean, std), None, f"random uint8 images x{n}"
+    dataset, _, split = data.rpartition(":")
+    if split not in ("train", "val", "test"):
+        raise EdgecnnError(f"--data {data}: use test, val, DATASET:test (e.g. fashion-mnist:test) or random")
+    cfg = DataCfg(**(man.get("data") or {}))
+    if dataset:
+        cfg.dataset = dataset
+    ds = load_split(cfg, split)
+    if limit:
+        ds = ds.subset(slice(0, limit))
+    if list(ds.images.shape[1:]) != shape:
+        raise EdgecnnError(f"data {data} has images {list(ds.images.shape[1:])}, the model takes {shape}")
+    return normalize(ds.images, mean, std), ds.labels, f"{cfg.dataset}:{split} x{len(ds)}"
+
+
+def reference_runner(build_dir: Path, man: dict, against: str):
+    if against == "torch":
+        return backends.require("torch").load(build_dir, man)
+    if against == "onnxruntime":
+        from edgecnn.backends.onnxruntime import OrtRunner
+
+        src = Path(man["source"]["onnx"])
+        return OrtRunner(src if src.exists() else build_dir / "model.onnx")
+    raise EdgecnnError(f"--against {against}: use torch or onnxruntime")
+
+
+def run_both(candidate, reference, x: np.ndarray, what: str):
+    got, want = {}, {}
+    with progress_bar() as bar:
+        task = bar.add_task(f"verify {what}", total=len(x), info="")
+        for i in range(0, len(x), CHUNK):
+            for out, runner in ((got, candidate), (want, reference)):
+                for k, v in runner.run(x[i:i + CHUNK]).items():
+                    out.setdefault(k, []).append(v)
+            bar.update(task, advance=len(x[i:i + CHUNK]))
+    return ({k: np.concatenate(v) for k, v in got.items()}, {k: np.concatenate(v) for k, v in want.items()})
+
+
+def verify(build_dir: str | Path, against: str = "torch", data: str = "test", limit: int | None = None,
+           report_path: str | Path | None = None, localize: bool = True, **tol_overrides) -> dict:
+    """Return the parity report; raise ParityError (carrying the report) when a tolerance fails."""
+    build_dir = Path(build_dir)
+    man = manifest_mod.read(build_dir)
+    tol = compare.tolerance(man["precision"], **tol_overrides)
+    x, labels, described = load_inputs(man, data, limit)
+    with backends.require(man["backend"]).load(build_dir, man) as cand, reference_runner(build_dir, man, against) as ref:
+        got, want = run_both(cand, ref, x, described)
+    outputs = {name: compare.compare_output(got[name], want.get(name, got[name] * np.nan), labels)
+               for name in got}
+    problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
+    report = {"build": str(build_dir), "backend": man["backend"], "target": man["target"]["name"],
+              "precision": man["precision"], "against": against, "data": described,
+              "tolerance": asdict(tol), "outputs": outputs, "passed": not any(problems.values()),
+              "failures": {k: v for k, v in problems.items() if v}}
+    if not report["passed"] and localize:
+        from edgecnn.localize import localize as find_divergence
+
+        name, m = next((k, outputs[k]) for k in report["failures"])
+        report["localization"] = find_divergence(build_dir, man, against, x[m.get("worst_sample", 0):][:1], tol)
+    write_json(Path(report_path) if report_path else build_dir / "verify.json", report)
+    manifest_mod.update(build_dir, verify=summary(report))
+    if not report["passed"]:
+        raise ParityError(failure_message(report), report)
+    return report
+
+
+def summary(report: dict) -> dict:
+    """The part of a report a manifest or bundle carries."""
+    first = next(iter(report["outputs"].values()))
+    keys = ("max_abs", "min_cosine", "top1_agreement", "top1_candidate", "top1_reference")
+    return {"passed": report["passed"], "against": report["against"], "data": report["data"],
+            **{k: first[k] for k in keys if k in first}}
+
+
+def failure_message(report: dict) -> str:
+    name, reasons = next(iter(report["failures"].items()))
+    worst = report["outputs"][name].get("worst_sample")
+    msg = f"parity failed vs {report['against']} on {name}: {'; '.join(reasons)} (worst sample {worst})"
+    loc = report.get("localization") or {}
+    if loc.get("node"):
+        msg += f"; first divergent node: {loc['node']} ({loc['op']}), max abs error {loc['max_abs']:.3g}"
+    return msg

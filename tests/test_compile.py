@@ -1,0 +1,67 @@
+import json
+
+import pytest
+from conftest import run_cli
+
+from edgecnn import compile as compile_mod, manifest
+from edgecnn.errors import EdgecnnError
+from edgecnn.fileio import sha256
+
+
+@pytest.mark.parametrize("target,artifact", [("host", "model.so"), ("onnxruntime-cpu", "model.onnx")])
+def test_build_directory_and_manifest(lenet_onnx, tmp_path, target, artifact):
+    build = compile_mod.compile(lenet_onnx, target, out=tmp_path / "b")
+    man = json.loads((build / "manifest.json").read_text())
+    assert man["format"] == "edgecnn.build" and man["precision"] == "fp32" and man["target"]["name"] == target
+    assert man["artifact"]["file"] == artifact and man["input"]["shape"] == [1, 1, 28, 28]
+    assert man["input"]["mean"] == [0.2] and man["labels"] == ["0", "1", "2", "3"]
+    assert man["source"]["onnx_sha256"] == sha256(lenet_onnx) and "onnx" in man["tools"]
+    assert set(man["files"]) == {p.name for p in build.iterdir()} - {"manifest.json"}
+    assert all(sha256(build / f) == h for f, h in man["files"].items())
+    if target == "host":
+        assert man["artifact"]["tvm_target"]["mcpu"] not in ("auto", "")
+        assert "apache-tvm" in man["tools"]
+
+
+def test_tampered_build_is_refused(lenet_onnx, tmp_path):
+    build = compile_mod.compile(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
+    data = bytearray((build / "model.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (build / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(EdgecnnError, match="sha256 mismatch"):
+        manifest.read(build)
+
+
+@pytest.mark.parametrize("case", ["corrupt_onnx", "missing_onnx", "unknown_target", "bad_precision"])
+def test_bad_input_one_line_error_and_no_build_dir(lenet_onnx, tmp_path, case):
+    onnx_path, target, extra = lenet_onnx, "host", []
+    if case == "corrupt_onnx":
+        onnx_path = tmp_path / "model.onnx"
+        onnx_path.write_bytes(lenet_onnx.read_bytes()[:500])
+    elif case == "missing_onnx":
+        onnx_path = tmp_path / "nope.onnx"
+    elif case == "unknown_target":
+        target = "raspberry"
+    else:
+        extra = ["--precision", "fp16"]
+    out = tmp_path / "build"
+    r = run_cli("compile", onnx_path, "--target", target, "--out", out, *extra)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+    assert not out.exists() and not list(tmp_path.glob(".build*"))
+
+
+def test_unsupported_op_is_named_and_leaves_nothing(tmp_path):
+    """TVM's ONNX frontend lacks ConvInteger: the error names it and no build directory remains."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.uint8), "w")
+    graph = helper.make_graph([helper.make_node("ConvInteger", ["input", "w"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.UINT8, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.INT32, [1, 2, 6, 6])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    r = run_cli("compile", tmp_path / "m.onnx", "--target", "host", "--out", tmp_path / "b")
+    assert r.returncode == 1 and "ConvInteger" in r.stderr and r.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
