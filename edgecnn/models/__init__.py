@@ -27,7 +27,7 @@ def create(name: str, num_classes: int = 10, in_channels: int = 1, **cfg) -> nn.
         raise EdgecnnError(f"unknown model '{name}'{suggest(name, _REGISTRY)}")
     try:
         return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **cfg)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise EdgecnnError(f"bad option for model '{name}': {e}") from None
 
 
@@ -36,4 +36,5 @@ def count_params(model: nn.Module) -> int:
 
 
 # Importing the family files fills the registry.
-from edgecnn.models import lenet, mobilenet_v1, mobilenet_v2  # noqa: E402,F401
+from edgecnn.models import (alexnet, densenet, googlenet, lenet, mobilenet_v1,  # noqa: E402,F401
+                            mobilenet_v2, resnet, vgg)

@@ -70,3 +70,38 @@ def stride_schedule(input_size: int, strides: str | None) -> str:
     if strides not in ("imagenet", "small"):
         raise ValueError(f"strides must be 'imagenet' or 'small', got '{strides}'")
     return strides
+
+
+class ConvAct(nn.Sequential):
+    """Conv (with bias, no BatchNorm) -> ReLU: the AlexNet and plain VGG convolution."""
+
+    def __init__(self, cin, cout, kernel=3, stride=1, padding=None):
+        padding = (kernel - 1) // 2 if padding is None else padding
+        super().__init__(nn.Conv2d(cin, cout, kernel, stride, padding), nn.ReLU())
+
+
+class StandaloneBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d for a BN no conv precedes (DenseNet's pre-activation BN after a concat).
+
+    Same parameters and state dict as nn.BatchNorm2d; in eval mode it computes x * scale + shift, so the
+    exported ONNX holds a Mul and an Add (constants folded) instead of a BatchNormalization node that no
+    conv can absorb.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
+class MlpHead(nn.Sequential):
+    """AlexNet/VGG classifier: average pool to grid x grid -> flatten -> (dropout -> linear -> ReLU) x 2
+    -> linear."""
+
+    def __init__(self, cin, grid, hidden, num_classes, dropout=0.5):
+        super().__init__(nn.AdaptiveAvgPool2d(grid), nn.Flatten(),
+                         nn.Dropout(dropout), nn.Linear(cin * grid * grid, hidden), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))

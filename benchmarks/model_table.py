@@ -1,0 +1,177 @@
+"""The README's model table: every registered model's parameters, MACs (counted from its exported ONNX by
+edgecnn.macs), Fashion-MNIST accuracy where a recipe has been trained, and host latency per backend.
+
+    .venv/bin/python benchmarks/model_table.py [--models a,b] [--runs-dir /work/runs] [--work DIR]
+    .venv/bin/python benchmarks/model_table.py --table-only      # regenerate the README block from the JSON
+
+Latency: batch 1, 2 threads, ONNX Runtime vs TVM host (untuned), measured side by side by `edgecnn.bench`
+(each in a fresh process, one after the other in one run; TVM/ORT is the ratio). Models run at their
+default input: 224x224x3 with 1000 classes (the ImageNet layout), LeNet-5 at 28x28x1 with 10 classes;
+untrained weights (latency does not depend on them). Each trained recipe (RUNS_DIR/<recipe name>) also gets
+a row at its own configuration: test top-1 (PyTorch), TVM host parity on the full test set, latency.
+Results merge into benchmarks/results/model_table.json (re-run a subset with --models); the markdown goes
+between the README markers.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from edgecnn import bench, checkpoint, compile as compile_mod, export, macs, models, recipe, verify
+from edgecnn.fileio import atomic_file, write_json
+from edgecnn.progress import console
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "model_table.json"
+MARKERS = ("<!-- model-table:start -->", "<!-- model-table:end -->")
+IMAGENET = {"input_size": 224, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+SMALL = {"input_size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}
+THREADS = 2
+
+
+def default_input(name: str) -> tuple[dict, int]:
+    return (SMALL, 10) if name == "lenet5" else (IMAGENET, 1000)
+
+
+def export_untrained(name: str, work: Path) -> Path:
+    data, classes = default_input(name)
+    rec = recipe.parse({"name": name, "model": {"name": name}, "data": data})
+    spec = checkpoint.model_spec(rec, classes, [str(i) for i in range(classes)])
+    torch.manual_seed(0)
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(work / "model.pt", checkpoint.build_model(spec), spec)
+    return export.export(work, work / "model.onnx")
+
+
+def latency(onnx_path: Path, est_macs: int) -> dict:
+    """TVM host build, then TVM and ONNX Runtime timed side by side; p50 in ms and the ratio."""
+    t0 = time.perf_counter()
+    build = compile_mod.compile(onnx_path, "host", out=onnx_path.parent / "build-host-fp32")
+    compile_s = time.perf_counter() - t0
+    runs = max(5, min(50, int(20 / max(est_macs / 2e9, 1e-3))))  # untuned TVM: ~2 GMAC/s here
+    report = bench.bench(build, [1], warmup=2, runs=runs, threads=THREADS, compare=["onnxruntime"], plot=False)
+    p50 = {k: r["batches"]["1"]["p50_ms"] for k, r in report["results"].items()}
+    return {"onnxruntime_ms": p50["onnxruntime"], "tvm_ms": p50["tvm"], "tvm_over_ort": p50["tvm"] / p50["onnxruntime"],
+            "runs": runs, "tvm_compile_s": compile_s, "load_avg_1min": report["system"]["load_avg_1min"],
+            "cpu": report["system"]["cpu"], "build": str(build)}
+
+
+def model_row(name: str, work: Path) -> dict:
+    data, classes = default_input(name)
+    onnx_path = export_untrained(name, work / name)
+    counted = macs.count(onnx_path)
+    net = models.create(name, num_classes=classes, in_channels=data["channels"], input_size=data["input_size"])
+    return {"model": name, "input": counted.input_shape, "classes": classes, "params": models.count_params(net),
+            "macs": counted.macs, **latency(onnx_path, counted.macs)}
+
+
+def recipe_row(path: Path, runs_dir: Path, work: Path) -> dict | None:
+    rec = recipe.load(path)
+    run = runs_dir / rec.name
+    if not (run / "metrics.json").exists():
+        return None
+    metrics = json.loads((run / "metrics.json").read_text())
+    trained = yaml.safe_load((run / "recipe.yaml").read_text())
+    onnx_path = export.export(run, work / rec.name / "model.onnx")  # never writes into the run directory
+    counted = macs.count(onnx_path)
+    row = {"recipe": rec.name, "model": rec.model.name, "options": {k: v for k, v in trained["model"].items()
+                                                                    if k != "name"},
+           "input": counted.input_shape, "params": models.count_params(checkpoint.load(run)[0]),
+           "macs": counted.macs, "test_top1": metrics["test_top1"], "epochs": trained["schedule"]["epochs"],
+           "train_minutes": metrics["train_seconds"] / 60, **latency(onnx_path, counted.macs)}
+    report = verify.verify(row["build"], "torch", "test")["outputs"]["logits"]
+    row["parity"] = {k: report[k] for k in ("samples", "max_abs", "min_cosine", "top1_agreement", "top1_candidate")}
+    return row
+
+
+def fmt_count(n: int) -> str:
+    return macs.human(n).replace(" ", "\u00a0")
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms:.{3 if ms < 1 else 2 if ms < 100 else 0}f}\u00a0ms"
+
+
+def models_table(results: dict) -> list[str]:
+    rows = ["| model | input | params | MACs | Fashion-MNIST top-1 (recipe below) | ONNX Runtime "
+            "| TVM host (untuned) | TVM/ORT |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    trained = {r["model"]: r for r in results["recipes"].values()}
+    for name in sorted(results["models"]):
+        r = results["models"][name]
+        acc = f"{trained[name]['test_top1']:.2f}%" if name in trained else "-"
+        rows.append(f"| `{name}` | {'x'.join(map(str, r['input'][1:]))} | {r['params']:,} | {fmt_count(r['macs'])} "
+                    f"| {acc} | {fmt_ms(r['onnxruntime_ms'])} | {fmt_ms(r['tvm_ms'])} | {r['tvm_over_ort']:.0f}x |")
+    return rows
+
+
+def recipes_table(results: dict) -> list[str]:
+    rows = ["| recipe | options | epochs | params | MACs | test top-1 | TVM parity (max abs, top-1 agr.) "
+            "| ONNX Runtime | TVM host | TVM/ORT |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for name in sorted(results["recipes"]):
+        r, p = results["recipes"][name], results["recipes"][name]["parity"]
+        opts = ", ".join(f"{k} {v}" for k, v in r["options"].items() if k not in ("num_classes", "in_channels"))
+        rows.append(f"| `{name}` | {opts} | {r['epochs']} | {r['params']:,} "
+                    f"| {fmt_count(r['macs'])} | {r['test_top1']:.2f}% "
+                    f"| {p['max_abs']:.1e}, {p['top1_agreement']:.2f}% | {fmt_ms(r['onnxruntime_ms'])} "
+                    f"| {fmt_ms(r['tvm_ms'])} | {r['tvm_over_ort']:.0f}x |")
+    return rows
+
+
+def markdown(results: dict) -> str:
+    rows = [*results["models"].values(), *results["recipes"].values()]
+    cpus = ", ".join(sorted({r["cpu"] for r in rows}))
+    loads = [r["load_avg_1min"] for r in rows]
+    return "\n".join([
+        *models_table(results), "",
+        "Fashion-MNIST recipes, the trained models at 28x28x1 (test top-1 of PyTorch; parity of the TVM host "
+        "build against PyTorch on the 10,000 test images):", "", *recipes_table(results), "",
+        f"Generated by `benchmarks/model_table.py` ({cpus}; batch 1, {THREADS} threads, p50). The 2-core machine "
+        f"was shared (1-minute load average {min(loads):.0f} to {max(loads):.0f} during the runs), which inflates "
+        "every latency: compare within a row. MACs: Conv/Gemm/MatMul multiply-adds counted from the exported ONNX "
+        "(`edgecnn info`)."])
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    start, end = (text.find(m) for m in MARKERS)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme} lacks the markers {MARKERS[0]} ... {MARKERS[1]}")
+    with atomic_file(readme) as tmp:
+        tmp.write_text(text[:start + len(MARKERS[0])] + "\n" + block + "\n" + text[end:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=None, help="comma-separated subset (default: all registered; '' for none)")
+    ap.add_argument("--recipes", default="recipes/*-fashion.yaml",
+                    help="glob of recipes whose runs to report ('' for none)")
+    ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "model-table")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--table-only", action="store_true", help="only regenerate the README block from the JSON")
+    args = ap.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(1)  # torch only builds, exports and checks here; the timed backends set their own
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}, "recipes": {}}
+    if not args.table_only:
+        for name in models.names() if args.models is None else [n for n in args.models.split(",") if n]:
+            console.rule(name)
+            results["models"][name] = model_row(name, args.work)
+            write_json(RESULTS, results)
+        for path in sorted(ROOT.glob(args.recipes)) if args.recipes else []:
+            console.rule(path.name)
+            row = recipe_row(path, args.runs_dir, args.work)
+            if row:
+                results["recipes"][row["recipe"]] = row
+                write_json(RESULTS, results)
+    update_readme(args.readme, markdown(results))
+    console.print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
