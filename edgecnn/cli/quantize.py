@@ -1,0 +1,53 @@
+"""edgecnn quantize."""
+
+import click
+
+from edgecnn.progress import console
+
+
+@click.command("quantize")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--method", type=click.Choice(["ptq", "qat", "fp16"]), default="ptq", show_default=True,
+              help="int8 post-training, int8 quantization-aware fine-tuning, or an fp16 conversion")
+@click.option("--calib", type=int, default=512, show_default=True, help="calibration images (held-out val split)")
+@click.option("--algo", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
+              show_default=True, help="activation range calibration")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="weight scales")
+@click.option("--form", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
+              help="Q/DQ form: TensorRT's rules (runs everywhere), or ONNX Runtime's CPU recipe (fast on ORT CPU, "
+                   "refused by TensorRT)")
+@click.option("--skip", multiple=True, metavar="LAYER", help="keep a layer (or module prefix) in fp32; repeatable")
+@click.option("--auto", is_flag=True, help="keep the most sensitive layers in fp32 until the drop <= --max-drop")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, help="--auto target, top-1 points")
+@click.option("--sensitivity", type=int, default=1000, show_default=True,
+              help="held-out val images for per-layer sensitivity (0: skip it)")
+@click.option("--epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs")
+@click.option("--lr", type=float, default=None, help="QAT learning rate (default: the recipe's / 50)")
+@click.option("--fp16-io", is_flag=True, help="fp16: make the input and output fp16 too (default float32)")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (TensorRT 8.5 takes <= 17)")
+@click.option("--limit", type=int, default=None, help="first N test (and QAT train) images: a quick trial")
+@click.option("--out", default=None, help="output folder (default RUN_DIR)")
+def quantize_cmd(run_dir, method, calib, algo, per_channel, form, skip, auto, max_drop, sensitivity, epochs, lr, fp16_io,
+                 opset, limit, out):
+    """Quantize a trained RUN_DIR: model.int8.onnx (Q/DQ for TensorRT, ONNX Runtime, TVM) or model.fp16.onnx,
+    with fp32 vs quantized test top-1, per-layer sensitivity (quant.json, quant-sensitivity.png)."""
+    from rich.markup import escape
+
+    from edgecnn.quantize import quantize, report
+
+    rep = quantize(run_dir, out, method=method, calib=calib, algo=algo, per_channel=per_channel, form=form, skip=list(skip),
+                   auto=auto, max_drop=max_drop, sensitivity=sensitivity, epochs=epochs, lr=lr,
+                   keep_io_fp32=not fp16_io, opset=opset, limit=limit)
+    console.print(report.accuracy_table(rep))
+    sens = report.sensitivity_table(rep)
+    if sens is not None:
+        console.print(sens)
+    if rep.get("note"):
+        console.print(rep["note"])
+    lint = rep.get("tensorrt_lint") or []
+    if lint and form != "tensorrt":
+        console.print(f"the {form} form is not for TensorRT ({len(lint)} Q/DQ lint findings in quant.json)")
+    elif lint:
+        more = f" (and {len(lint) - 1} more in quant.json)" if len(lint) > 1 else ""
+        console.print(f"[yellow]TensorRT Q/DQ lint:[/] {escape(lint[0])}{more}")
+    console.print("wrote " + ", ".join(rep["files"].values()))

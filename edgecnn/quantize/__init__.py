@@ -1,0 +1,235 @@
+"""edgecnn quantize: RUN_DIR -> model.int8.onnx (Q/DQ, PTQ or QAT) or model.fp16.onnx, accuracy measured.
+
+    from edgecnn.quantize import quantize
+    report = quantize("runs/lenet5-fashion", method="ptq", algo="minmax", per_channel=True)
+
+int8 models follow TensorRT's explicit-quantization rules (see ptq.py) and run on ONNX Runtime and TVM
+too; `edgecnn compile` and `edgecnn verify` take them like any exported model. The report (quant.json)
+holds fp32 vs int8 test top-1, the drop in points, per-layer sensitivity and the layers kept in fp32.
+"""
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError, suggest
+from edgecnn.fileio import atomic_file, write_json
+from edgecnn.quantize import data
+from edgecnn.quantize.data import predict, top1
+
+METHODS = ("ptq", "qat", "fp16")
+FORMAT = "edgecnn.quant/1"
+
+
+@dataclass
+class Options:
+    method: str = "ptq"  # ptq | qat | fp16
+    calib: int = 512  # calibration images: the first N of the recipe's held-out val split
+    algo: str = "minmax"  # minmax | percentile | entropy | mse
+    per_channel: bool = True  # weight scales per output channel (False: one per tensor)
+    form: str = "tensorrt"  # Q/DQ form: tensorrt (TensorRT's rules) | onnxruntime (ORT's CPU int8 kernels)
+    skip: list = field(default_factory=list)  # layers (or module prefixes) kept in fp32
+    auto: bool = False  # keep the most sensitive layers in fp32 until the val drop <= max_drop
+    max_drop: float = 0.5  # --auto target, top-1 points
+    sensitivity: int = 1000  # val images (after the calibration ones) for per-layer sensitivity; 0: none
+    epochs: int = 1  # QAT epochs
+    lr: float | None = None  # QAT learning rate (default: the recipe's / 50)
+    keep_io_fp32: bool = True  # fp16: keep the input and output float32
+    opset: int = 17  # 17: TensorRT 8.5 (JetPack 5) parses it; per-channel Q/DQ needs >= 13
+    limit: int | None = None  # first N test (and QAT train) images: a quick trial
+    calib_data: np.ndarray | None = None  # your own normalized NCHW calibration inputs instead of val
+
+    def check(self) -> None:
+        from edgecnn.quantize.ptq import ALGOS, FORMS
+
+        if self.method not in METHODS:
+            raise EdgecnnError(f"--method {self.method}: unknown{suggest(self.method, METHODS)}")
+        if self.algo not in ALGOS:
+            raise EdgecnnError(f"--algo {self.algo}: unknown{suggest(self.algo, ALGOS)}")
+        if self.form not in FORMS:
+            raise EdgecnnError(f"--form {self.form}: unknown{suggest(self.form, FORMS)}")
+        if self.method == "qat" and self.form != "tensorrt":
+            raise EdgecnnError("--method qat writes the tensorrt form only (its fake quantization is symmetric)")
+        if self.method != "fp16" and self.calib < data.MIN_CALIB:
+            raise EdgecnnError(f"--calib {self.calib}: calibrate on at least {data.MIN_CALIB} images "
+                               "(512 is a good default)")
+        if self.epochs < 1 or self.sensitivity < 0 or self.max_drop < 0:
+            raise EdgecnnError("--epochs must be >= 1, --sensitivity and --max-drop >= 0")
+
+
+def outputs(method: str) -> dict[str, str]:
+    """The files a method writes: role -> file name."""
+    if method == "fp16":
+        return {"onnx": "model.fp16.onnx", "report": "quant.fp16.json"}
+    return {"onnx": "model.int8.onnx", "report": "quant.json", "plot": "quant-sensitivity.png",
+            **({"checkpoint": "model.qat.pt"} if method == "qat" else {})}
+
+
+def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> dict:
+    """Quantize RUN_DIR into OUT (default RUN_DIR); returns the report also written as quant.json."""
+    from edgecnn import checkpoint
+
+    opts = Options(**options)
+    opts.check()
+    run_dir, names = Path(run_dir), outputs(opts.method)
+    out = Path(out) if out else run_dir
+    model, spec = checkpoint.load(run_dir)
+    rec = data.recipe(run_dir)
+    with tempfile.TemporaryDirectory(prefix="edgecnn-quant-") as tmp:
+        work = Path(tmp)
+        fp32 = export_fp32(checkpoint.resolve(run_dir), work / "fp32.onnx", opts.opset)
+        test = data.load(rec.data, spec, "test", 0, opts.limit)
+        rep = {"format": FORMAT, "method": opts.method, "precision": "fp16" if opts.method == "fp16" else "int8",
+               "model": spec["model"]["name"], "run_dir": str(run_dir.resolve()),
+               "config": {k: v for k, v in asdict(opts).items() if k != "calib_data"},
+               "accuracy": {"data": test.described, "fp32": None}}
+        base = predict(fp32, test.x, "evaluate fp32")
+        rep["accuracy"]["fp32"] = top1(base, test.labels)
+        if opts.method == "fp16":
+            final = fp16(fp32, work / names["onnx"], opts)
+        else:
+            final = int8(fp32, model, spec, rec, opts, rep, test, base, work)
+        finish(final, fp32, rep, test, base)
+        if rep.get("sensitivity") and "plot" in names:
+            from edgecnn.quantize.report import plot_sensitivity
+
+            plot_sensitivity(rep, work / names["plot"])
+        rep["files"] = {k: str(out / v) for k, v in names.items() if (work / v).exists() or k == "report"}
+        publish(work, out, names, rep)
+    return rep
+
+
+def export_fp32(checkpoint_path: Path, path: Path, opset: int) -> Path:
+    """The checkpoint exported (BatchNorm folded, checked against PyTorch), at `opset`."""
+    from edgecnn import export
+    from edgecnn.quantize.convert import to_opset
+
+    export.export(checkpoint_path, path, batch="dynamic")
+    to_opset(path, opset)
+    return path
+
+
+def fp16(fp32: Path, path: Path, opts: Options) -> Path:
+    from edgecnn.quantize.convert import to_fp16
+
+    return to_fp16(fp32, path, opts.keep_io_fp32)
+
+
+def int8(fp32, model, spec, rec, opts: Options, rep: dict, test, base, work: Path) -> Path:
+    """Calibrate, measure sensitivity, choose the fp32 layers, quantize (and fine-tune for QAT)."""
+    import onnx
+
+    from edgecnn.quantize import ptq, sensitivity
+
+    calib = data.check_calibration(calibration_batch(rec, spec, opts))
+    layers = ptq.layers(onnx.load(str(fp32)))
+    if not layers:
+        raise EdgecnnError(f"{spec['model']['name']} has no quantizable layer (Conv, Gemm, MatMul or residual "
+                           "Add): int8 would change nothing; use --method fp16")
+    skip = ptq.select(layers, opts.skip)
+    if len(skip) == len(layers):
+        raise EdgecnnError("--skip keeps every layer in fp32: nothing left to quantize")
+    scheme = ptq.Scheme(opts.per_channel, opts.form)
+    ranges = ptq.calibrate(fp32, calib.x, opts.algo, work, symmetric=opts.form == "tensorrt")
+    rep["calibration"] = {"data": calib.described, "images": len(calib), "tensors": len(ranges)}
+    holdout = held_out(rec, spec, opts, len(calib))
+    if holdout is not None:
+        rep["sensitivity"] = sensitivity.measure(fp32, ranges, layers, holdout, scheme, work)
+    elif opts.sensitivity:
+        rep["note"] = (f"no sensitivity: fewer than 20 val images after the {len(calib)} calibration ones "
+                       "(lower --calib or raise data.val_size)")
+    if opts.auto:
+        skip, rep["auto"] = sensitivity.auto_skip(fp32, ranges, layers, rep["sensitivity"], holdout,
+                                                  scheme, opts.max_drop, skip, work)
+    rep["config"]["fp32_layers"] = [lay.name for lay in skip]
+    path = ptq.quantize_onnx(fp32, work / "ptq.onnx", ranges, scheme, exclude=skip, work=work)
+    if opts.method == "qat":
+        ptq_logits = predict(path, test.x, "evaluate int8 PTQ")
+        rep["accuracy"]["ptq_int8"] = top1(ptq_logits, test.labels)
+        rep["accuracy"]["ptq_agreement"] = agreement(ptq_logits, base)
+        path = run_qat(fp32, model, spec, rec, ranges, skip, opts, rep, test, work)
+    rep["tensorrt_lint"] = ptq.check_tensorrt_rules(onnx.load(str(path)), opts.form)
+    shutil.move(path, work / "model.int8.onnx")
+    return work / "model.int8.onnx"
+
+
+def calibration_batch(rec, spec, opts: Options) -> data.Batch:
+    if opts.calib_data is not None:
+        x = np.asarray(opts.calib_data, np.float32)[:opts.calib]
+        return data.Batch(x, None, f"the given array[:{len(x)}]")
+    return data.load(rec.data, spec, "val", 0, opts.calib)
+
+
+def held_out(rec, spec, opts: Options, n_calib: int) -> data.Batch | None:
+    """Val images after the calibration ones, for sensitivity and --auto (None when not wanted)."""
+    n = opts.sensitivity or (1000 if opts.auto else 0)
+    if not n:
+        return None
+    batch = data.load(rec.data, spec, "val", n_calib, n)
+    if len(batch) < 20:
+        if opts.auto:
+            raise EdgecnnError(f"--auto needs held-out val images after the {n_calib} calibration images, "
+                               f"found {len(batch)}: lower --calib or raise data.val_size")
+        return None
+    return batch
+
+
+def run_qat(fp32, model, spec, rec, ranges, skip, opts: Options, rep: dict, test, work: Path) -> Path:
+    """Fine-tune under fake quantization with the PTQ ranges, export, quantize with the same ranges."""
+    import onnx
+    import torch
+
+    from edgecnn import checkpoint
+    from edgecnn.quantize import ptq, qat
+
+    gm = qat.prepare(model, ranges, onnx.load(str(fp32)), {lay.name for lay in skip}, opts.per_channel)
+    lr = opts.lr or rec.optim.lr / 50
+    history = qat.finetune(gm, rec, opts.epochs, lr, opts.limit)
+    checkpoint.save(work / "model.qat.pt", model, spec)
+    qat_fp32 = export_fp32(work / "model.qat.pt", work / "qat-fp32.onnx", opts.opset)
+    missing = set(ranges) - {o for n in onnx.load(str(qat_fp32)).graph.node for o in [*n.input, *n.output]}
+    if missing:
+        raise EdgecnnError(f"the QAT export renamed tensors ({sorted(missing)[0]}, ...): report this model")
+    path = ptq.quantize_onnx(qat_fp32, work / "qat.onnx", ranges, ptq.Scheme(opts.per_channel), exclude=skip,
+                             work=work)
+    with torch.inference_mode():
+        fq = gm(torch.from_numpy(test.x[:1000])).numpy()
+    rep["qat"] = {"epochs": opts.epochs, "lr": lr, "history": history,
+                  "fakequant_vs_qdq_agreement": agreement(predict(path, test.x[:1000]), fq)}
+    return path
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return 100.0 * float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def finish(path: Path, fp32: Path, rep: dict, test, base) -> None:
+    """Stamp edgecnn's metadata (precision, how it was quantized) and measure test top-1."""
+    import onnx
+
+    from edgecnn import onnxmeta
+
+    model = onnx.load(str(path))
+    facts = onnxmeta.read(onnx.load(str(fp32), load_external_data=False))
+    quant = {k: rep["config"][k] for k in ("method", "algo", "per_channel", "form", "calib", "opset")}
+    onnxmeta.write(model, {**facts, "precision": rep["precision"],
+                           "quantization": {**quant, "fp32_layers": rep["config"].get("fp32_layers", [])}})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    logits = predict(path, test.x, f"evaluate {rep['precision']}")
+    acc = rep["accuracy"]
+    acc[rep["precision"]] = top1(logits, test.labels)
+    acc["drop"] = acc["fp32"] - acc[rep["precision"]]
+    acc["agreement"] = agreement(logits, base)
+
+
+def publish(work: Path, out: Path, names: dict, rep: dict) -> None:
+    """Each file appears whole or not at all; the report goes last."""
+    for role, name in names.items():
+        if role != "report" and (work / name).exists():
+            with atomic_file(out / name) as tmp:
+                shutil.copyfile(work / name, tmp)
+    write_json(out / names["report"], rep)

@@ -1,0 +1,92 @@
+"""Calibration and evaluation data for quantization, with the checks that keep a bad set out.
+
+Calibration reads the recipe's held-out 'val' split (never the test split, which only measures);
+the first `n` images calibrate, the next ones measure per-layer sensitivity.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError
+
+MIN_CALIB = 16  # fewer images give ranges set by a handful of samples
+
+
+@dataclass
+class Batch:
+    x: np.ndarray  # float32 NCHW, normalized as the model expects
+    labels: np.ndarray | None
+    described: str
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def recipe(run_dir: Path):
+    """The recipe a RUN_DIR was trained with (RUN_DIR/recipe.yaml): its data settings and schedule."""
+    from edgecnn import recipe as recipe_mod
+
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.exists():
+        raise EdgecnnError(f"{path} not found: quantize a RUN_DIR written by edgecnn train")
+    return recipe_mod.load(path)
+
+
+def load(cfg, spec: dict, split: str, start: int = 0, n: int | None = None) -> Batch:
+    """Images [start, start + n) of a split, normalized with the checkpoint's mean/std."""
+    from edgecnn.datasets import load_split, normalize
+
+    ds = load_split(cfg, split)
+    stop = len(ds) if n is None else min(len(ds), start + n)
+    ds = ds.subset(slice(start, stop))
+    want = list(spec["input"]["shape"])
+    if len(ds) and list(ds.images.shape[1:]) != want:
+        raise EdgecnnError(f"{split} images are {list(ds.images.shape[1:])}, the model takes {want}")
+    x = normalize(ds.images, spec["input"]["mean"], spec["input"]["std"])
+    return Batch(x, ds.labels, f"{cfg.dataset}:{split}[{start}:{start + len(ds)}]")
+
+
+def check_calibration(batch: Batch) -> Batch:
+    """Refuse an empty, too small or non-finite calibration set with the fix in the message."""
+    if len(batch) == 0:
+        raise EdgecnnError(f"the calibration set {batch.described} is empty: raise data.val_size in the recipe "
+                           "(calibration uses the held-out val split)")
+    if len(batch) < MIN_CALIB:
+        raise EdgecnnError(f"the calibration set {batch.described} has {len(batch)} images, fewer than "
+                           f"{MIN_CALIB}: raise data.val_size in the recipe")
+    bad = ~np.isfinite(batch.x).reshape(len(batch), -1).all(axis=1)
+    if bad.any():
+        raise EdgecnnError(f"calibration data {batch.described} holds NaN or inf in {int(bad.sum())} images "
+                           f"(first: #{int(np.argmax(bad))}): fix the data or its normalization")
+    return batch
+
+
+def chunks(x: np.ndarray, size: int = 256):
+    for i in range(0, len(x), size):
+        yield x[i:i + size]
+
+
+def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarray:
+    """Logits of an ONNX model on ONNX Runtime, in chunks (with a progress bar when `what` names it)."""
+    import contextlib
+
+    from edgecnn.backends.onnxruntime import OrtRunner
+    from edgecnn.progress import progress_bar
+
+    session = OrtRunner(onnx_path).session
+    name = session.get_inputs()[0].name
+    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    parts = []
+    with progress_bar() if what else contextlib.nullcontext() as bar:
+        task = bar.add_task(what, total=len(x), info="") if what else None
+        for c in chunks(x):
+            parts.append(session.run(None, {name: c.astype(dtype)})[0].astype(np.float32))
+            if task is not None:
+                bar.update(task, advance=len(c))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return 100.0 * float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")

@@ -1,0 +1,67 @@
+"""Per-layer sensitivity (quantize one layer at a time) and --auto mixed precision.
+
+Both measure top-1 on held-out val images (after the calibration images), never on the test split,
+so the layers kept in fp32 are not chosen on the numbers that are reported.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError
+from edgecnn.progress import progress_bar
+from edgecnn.quantize import ptq
+from edgecnn.quantize.data import Batch, predict, top1
+
+
+def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, scheme: ptq.Scheme, work: Path) -> dict:
+    """Each layer quantized alone: its top-1 drop (points) and the share of predictions it flips."""
+    base = predict(fp32_path, batch.x)
+    base_top1 = top1(base, batch.labels)
+    rows = []
+    with progress_bar() as bar:
+        task = bar.add_task("sensitivity", total=len(layers), info="")
+        for lay in layers:
+            q = ptq.quantize_onnx(fp32_path, work / "one-layer.onnx", ranges, scheme, only=[lay], work=work)
+            logits = predict(q, batch.x)
+            rows.append({"layer": lay.name, "op": lay.op, "top1": top1(logits, batch.labels),
+                         "drop": base_top1 - top1(logits, batch.labels),
+                         "flipped": 100.0 * float((logits.argmax(1) != base.argmax(1)).mean())})
+            bar.update(task, advance=1, info=lay.name)
+    return {"data": batch.described, "fp32_top1": base_top1, "layers": rows}
+
+
+def ranking(sens: dict) -> list[str]:
+    """Layer names, most sensitive first (top-1 drop, then flipped predictions)."""
+    return [r["layer"] for r in sorted(sens["layers"], key=lambda r: (-r["drop"], -r["flipped"]))]
+
+
+def auto_skip(fp32_path: Path, ranges: dict, layers: list, sens: dict, batch: Batch, scheme: ptq.Scheme,
+              max_drop: float, skip: list, work: Path) -> tuple[list, list[dict]]:
+    """Keep the most sensitive layers in fp32, one more at a time, until the val drop is <= max_drop."""
+    by_name = {lay.name: lay for lay in layers}
+    order = [by_name[n] for n in ranking(sens) if by_name[n] not in skip]
+    skip, steps = list(skip), []
+    with progress_bar() as bar:
+        task = bar.add_task(f"auto (drop <= {max_drop})", total=None, info="")
+        while True:
+            q = ptq.quantize_onnx(fp32_path, work / "auto.onnx", ranges, scheme, exclude=skip, work=work)
+            drop = sens["fp32_top1"] - top1(predict(q, batch.x), batch.labels)
+            steps.append({"fp32_layers": [lay.name for lay in skip], "drop": drop})
+            bar.update(task, advance=1, info=f"{len(skip)} fp32 layers, drop {drop:.2f}")
+            if drop <= max_drop:
+                return skip, steps
+            if len(order) <= 1:
+                raise EdgecnnError(f"--auto: the drop stays at {drop:.2f} points (> {max_drop}) with all but one "
+                                   "layer in fp32: try --method qat or another --algo")
+            skip.append(order.pop(0))
+
+
+def worst(sens: dict, n: int = 10) -> list[dict]:
+    names = ranking(sens)[:n]
+    rows = {r["layer"]: r for r in sens["layers"]}
+    return [rows[k] for k in names]
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return 100.0 * float((a.argmax(1) == b.argmax(1)).mean())
