@@ -1,0 +1,48 @@
+"""edgecnn bench."""
+
+import click
+
+from edgecnn.progress import console
+
+
+def int_list(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        items = [int(v) for v in value.split(",")]
+    except ValueError:
+        items = [0]
+    if min(items) < 1:
+        raise click.BadParameter(f"'{value}': positive integers separated by commas, e.g. 1,8,32")
+    return items
+
+
+@click.command("bench")
+@click.argument("build_dir", metavar="BUILD_DIR")
+@click.option("--batch", "batches", default=None, help="batch sizes, e.g. 1,8,32 (default: the build's batch; "
+              "a fixed-batch build runs only its own)")
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True, help="untimed runs first")
+@click.option("--runs", type=click.IntRange(1), default=None, help="timed runs per batch size")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="time per batch size instead of --runs (default 2, at least 10 runs)")
+@click.option("--threads", type=click.IntRange(1), default=None, help="threads for every backend "
+              "(default: the usable CPU cores)")
+@click.option("--compare", default="", help="also run these on the same model: onnxruntime,torch")
+@click.option("--out", default=None, help="JSON report (default BUILD_DIR/bench.json; a .png plot beside it)")
+@click.option("--rpc", default=None, metavar="HOST:PORT", help="run on a board of this TVM RPC tracker")
+@click.option("--key", default=None, help="the board's tracker key (default: the build's target name)")
+@click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="seconds to wait for the tracker")
+def bench_cmd(build_dir, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout):
+    """Measure a build's latency per batch size (mean, p50/p90/p99, min, stddev, throughput, memory)."""
+    from edgecnn import bench, benchreport
+
+    compare = [c.strip() for c in compare.split(",") if c.strip()]
+    load = None
+    if rpc or key:
+        from edgecnn import rpc as remote
+
+        load = remote.bench_loader(build_dir, rpc, key, rpc_timeout, threads, compare)
+    report = bench.bench(build_dir, int_list(batches), warmup, runs, seconds, threads, compare, out, load=load)
+    console.print(benchreport.table(report))
+    console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")

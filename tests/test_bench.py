@@ -1,0 +1,137 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from edgecnn import bench, manifest
+from edgecnn.backends import Runner
+from edgecnn.errors import EdgecnnError
+
+STAT_FIELDS = {"batch", "runs", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",
+               "throughput_ips", "times_ms"}
+
+
+@pytest.fixture
+def ort_build(lenet_builds, tmp_path):
+    return shutil.copytree(lenet_builds["onnxruntime-cpu"], tmp_path / "ort")
+
+
+@pytest.fixture
+def host_build(lenet_builds, tmp_path):
+    return shutil.copytree(lenet_builds["host"], tmp_path / "host")
+
+
+def check_stats(s: dict, runs: int, batch: int) -> None:
+    assert set(s) == STAT_FIELDS and s["runs"] == runs == len(s["times_ms"]) and s["batch"] == batch
+    assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert s["min_ms"] <= s["mean_ms"] <= s["max_ms"] and s["std_ms"] >= 0
+    assert s["throughput_ips"] == pytest.approx(batch * 1000 / s["mean_ms"])
+    assert s["p50_ms"] == pytest.approx(float(np.median(s["times_ms"])), rel=1e-3, abs=1e-4)
+
+
+def test_bench_batches_compare_memory_and_manifest(ort_build, tmp_path):
+    report = bench.bench(ort_build, [1, 4], warmup=2, runs=15, threads=1, compare=["torch"], out=tmp_path / "b.json")
+    for name in ("onnxruntime", "torch"):
+        r = report["results"][name]
+        for b in (1, 4):
+            check_stats(r["batches"][str(b)], 15, b)
+        mem = r["memory"]
+        assert mem["peak_rss_mib"] > mem["runner_rss_mib"] > 0 and mem["gpu_mib"] is None
+    # each backend ran in its own process: torch's libraries are not counted against onnxruntime
+    peaks = {name: r["memory"]["peak_rss_mib"] for name, r in report["results"].items()}
+    assert peaks["torch"] > peaks["onnxruntime"]
+    ort, torch = report["results"]["onnxruntime"]["batches"], report["results"]["torch"]["batches"]
+    assert report["ratios"]["torch"]["4"]["p50"] == pytest.approx(torch["4"]["p50_ms"] / ort["4"]["p50_ms"])
+    assert report["settings"] == {"batches": [1, 4], "warmup": 2, "runs": 15, "seconds": None, "threads": 1}
+    assert report["system"]["cpu"] and report["system"]["tools"]["onnxruntime"]
+    assert json.loads((tmp_path / "b.json").read_text())["results"]["torch"]["batches"]["1"]["runs"] == 15
+    assert (tmp_path / "b.png").stat().st_size > 10_000
+    recorded = manifest.read(ort_build)["bench"]  # the manifest's hashes still check after the update
+    assert "times_ms" not in recorded["results"]["onnxruntime"]["batches"]["1"]
+    assert bench.build_latency(recorded)["p50_ms"] == ort["1"]["p50_ms"]
+
+
+def test_cli_bench_tvm_host_vs_onnxruntime(host_build):
+    r = run_cli("bench", host_build, "--runs", "20", "--warmup", "2", "--threads", "1", "--compare", "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    assert "tvm*" in r.stdout and "onnxruntime" in r.stdout and "p50 / build" in r.stdout
+    report = json.loads((host_build / "bench.json").read_text())
+    assert report["backend"] == "tvm" and report["settings"]["batches"] == [1]
+    check_stats(report["results"]["tvm"]["batches"]["1"], 20, 1)
+    assert report["ratios"]["onnxruntime"]["1"]["p99"] > 0
+    assert (host_build / "bench.png").exists() and manifest.read(host_build)["bench"]["backend"] == "tvm"
+
+
+def test_seconds_budget_runs_at_least_the_minimum(ort_build, tmp_path):
+    report = bench.bench(ort_build, warmup=0, seconds=0.01, threads=1, out=tmp_path / "b.json", plot=False)
+    s = report["results"]["onnxruntime"]["batches"]["1"]
+    assert s["runs"] >= bench.MIN_RUNS and report["settings"]["seconds"] == 0.01
+
+
+class FixedClockRunner(Runner):
+    """A runner that times itself (as a remote device does) and reports its own memory."""
+
+    name = "remote"
+    input_shape = [1, 28, 28]
+
+    def __init__(self, times_ns):
+        self.times_ns = times_ns
+
+    def time_runs(self, x, warmup, runs, seconds):
+        return self.times_ns
+
+    def memory(self):
+        return {"peak_rss_mib": 12.0, "runner_rss_mib": 3.0, "gpu_mib": None}
+
+
+def fixed_clock(times_ns):
+    return FixedClockRunner(times_ns)
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_a_runner_can_bring_its_own_clock(ort_build, tmp_path, isolated):
+    """The hook a remote (RPC) runner uses: its times and memory are reported as they are."""
+    import functools
+
+    times = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
+    load = functools.partial(fixed_clock, times) if isolated else (lambda: FixedClockRunner(times))
+    report = bench.bench(ort_build, runs=4, out=tmp_path / "b.json", load=load, plot=False)
+    s = report["results"]["onnxruntime"]["batches"]["1"]
+    assert (s["min_ms"], s["p50_ms"], s["max_ms"], s["mean_ms"]) == (1.0, 2.5, 4.0, 2.5)
+    assert report["results"]["onnxruntime"]["runner"] == "remote"
+    assert report["results"]["onnxruntime"]["memory"]["peak_rss_mib"] == 12.0
+
+
+def test_fixed_batch_build_refuses_other_batches(host_build):
+    r = run_cli("bench", host_build, "--batch", "1,8")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: this tvm artifact is compiled for batch 1 only, not 8: bench it with --batch 1, or compile a "
+        "build for that batch (edgecnn compile BUILD_DIR/model.onnx --target T --batch 8|dynamic)")
+    assert not (host_build / "bench.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "5", "--seconds", "1"], "error: give --runs or --seconds, not both"),
+    (["--compare", "onnxrumtime"],
+     "error: --compare onnxrumtime: not a reference backend (did you mean 'onnxruntime'?)"),
+])
+def test_cli_errors_are_one_line(ort_build, args, message):
+    r = run_cli("bench", ort_build, *args)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith(message)
+
+
+def test_cli_bad_batch_list_and_missing_build(tmp_path):
+    r = run_cli("bench", tmp_path, "--batch", "1,x")
+    assert r.returncode == 2 and "positive integers separated by commas" in r.stderr
+    r = run_cli("bench", tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == f"error: {tmp_path} is not a build directory (no manifest.json): run edgecnn compile\n"
+
+
+def test_compare_names_are_checked():
+    with pytest.raises(EdgecnnError, match="valid: onnxruntime, torch"):
+        bench.check_compare(["tvm"], "onnxruntime")
+    assert bench.check_compare(["onnxruntime", "torch", "torch"], "onnxruntime") == ["torch"]
