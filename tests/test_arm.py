@@ -1,0 +1,136 @@
+"""ARM: the aarch64 targets, cross-compilation, and parity of cross-compiled builds run under qemu.
+
+The parity tests cross-compile for `aarch64`, run the result through the C++ app (cross-built against the
+aarch64 TVM runtime) under qemu-aarch64-static, and compare with PyTorch on this host. Timings under
+emulation mean nothing and are not taken.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from cpp_build import cross_build, missing, run_app
+
+from edgecnn import backends, compare, compile as compile_mod, datasets, manifest, targets
+from edgecnn.errors import EdgecnnError
+
+pytestmark = pytest.mark.arm
+ARM_TARGETS = ("rpi3", "rpi4", "rpi5", "jetson-cpu", "aarch64")
+EM_AARCH64 = 183  # ELF e_machine of aarch64
+
+
+@pytest.mark.parametrize("name", ARM_TARGETS)
+def test_arm_targets_name_cpus_llvm_knows(name):
+    from tvm.target import Target, codegen
+
+    from edgecnn.backends.tvm import resolve_target
+
+    target = targets.load(name)
+    spec = resolve_target(target)
+    assert spec["mtriple"] == "aarch64-linux-gnu" and isinstance(spec["num-cores"], int)
+    assert codegen.llvm_is_valid_cpu(spec["mcpu"], spec["mtriple"])
+    features = codegen.llvm_get_cpu_features(Target(spec))
+    assert all(f.lstrip("+") in features for f in spec["mattr"])
+    assert target.options["cross_compiler"] == "aarch64-linux-gnu-g++"
+
+
+def test_unknown_mcpu_is_refused(tmp_path):
+    from edgecnn.backends.tvm import resolve_target
+
+    raw = targets.load("rpi4").raw
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: typo\nbackend: tvm\nprecision: fp32\nprecisions: [fp32]\n"
+                    f"tvm: {{kind: llvm, mtriple: {raw['tvm']['mtriple']}, mcpu: cortex-a27}}\n")
+    with pytest.raises(EdgecnnError, match="does not know mcpu 'cortex-a27'.*closest: cortex-a7"):
+        resolve_target(targets.load(str(path)))
+
+
+def test_missing_cross_compiler_is_named(lenet_onnx, tmp_path):
+    out = tmp_path / "b"
+    r = run_cli("compile", lenet_onnx, "--target", "rpi4", "--out", out, env={"PATH": str(tmp_path)})
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "aarch64-linux-gnu-g++" in r.stderr and "apt-get install g++-aarch64-linux-gnu" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".b*"))
+
+
+def compile_arm(onnx_path, target, out, batch=1):
+    if not shutil.which(targets.load(target).options["cross_compiler"]):
+        missing("aarch64-linux-gnu-g++", "apt-get install g++-aarch64-linux-gnu (make test-tools)")
+    return compile_mod.compile(onnx_path, target, out=out, batch=batch)
+
+
+def test_compile_rpi4_gives_aarch64_library_and_manifest(lenet_onnx, tmp_path):
+    build = compile_arm(lenet_onnx, "rpi4", tmp_path / "rpi4")
+    so = (build / "model.so").read_bytes()
+    assert so[:4] == b"\x7fELF" and int.from_bytes(so[18:20], "little") == EM_AARCH64
+    man = manifest.read(build)
+    assert man["artifact"]["tvm_target"]["mcpu"] == "cortex-a72" and man["target"]["name"] == "rpi4"
+    assert man["artifact"]["cross_compiler"].startswith("aarch64-linux-gnu-g++")
+    with pytest.raises(EdgecnnError, match="aarch64 build"):
+        backends.require("tvm").load(build, man)
+
+
+@pytest.fixture(scope="session")
+def arm_app(tmp_path_factory):
+    """edgecnn-tvm-run cross-built for aarch64, and the emulator command line from the aarch64 target."""
+    options = targets.load("aarch64").options
+    emulator = options["emulator"].split()
+    if not shutil.which(emulator[0]):
+        missing(emulator[0], "apt-get install qemu-user-static (make test-tools)")
+    return cross_build(tmp_path_factory.mktemp("cpp-aarch64"), options["cross_compiler"]), emulator
+
+
+def assert_parity(got: np.ndarray, want: np.ndarray):
+    """fp32 parity: 100% top-1 agreement, cosine ~1 and logits equal to float32 rounding of their size."""
+    metrics = compare.compare_output(got, want)
+    tol = compare.tolerance("fp32", max_abs=1e-4 * max(1.0, float(np.abs(want).max())))
+    assert not compare.failures(metrics, tol), metrics
+    assert metrics["top1_agreement"] == 100.0
+    return metrics
+
+
+def torch_reference(build, x):
+    man = manifest.read(build)
+    with backends.require("torch").load(build, man) as ref:
+        return ref.run(x)["logits"]
+
+
+def test_lenet_aarch64_under_qemu_matches_pytorch(arm_app, lenet_onnx, tiny_idx, tmp_path):
+    """The app reads the IDX test images and preprocesses them itself (mean/std from manifest.json)."""
+    app, emulator = arm_app
+    build = compile_arm(lenet_onnx, "aarch64", tmp_path / "b")
+    images = datasets.read_idx(tiny_idx / "t10k-images-idx3-ubyte.gz")
+    (tmp_path / "images.idx").write_bytes(bytes([0, 0, 8, 3]) + b"".join(
+        int(d).to_bytes(4, "big") for d in images.shape) + images.tobytes())
+    r = run_app(app, build, "--idx", tmp_path / "images.idx", "--count", len(images), "--dump",
+                tmp_path / "logits.f32", emulator=emulator)
+    assert r.returncode == 0, r.stderr
+    got = np.fromfile(tmp_path / "logits.f32", np.float32).reshape(len(images), -1)
+    man = manifest.read(build)
+    want = torch_reference(build, datasets.normalize(images[:, None], man["input"]["mean"], man["input"]["std"]))
+    metrics = assert_parity(got, want)
+    print(f"lenet5 aarch64 (qemu) vs PyTorch: {metrics['samples']} samples, top-1 agreement "
+          f"{metrics['top1_agreement']:.1f}%, max abs {metrics['max_abs']:.3g}, min cosine {metrics['min_cosine']:.9f}")
+    top1 = r.stdout.split("sample 0:")[1].split("#1 class ")[1].split()[0]
+    assert int(top1) == int(want[0].argmax())
+
+
+def test_mobilenet_aarch64_under_qemu_matches_pytorch(arm_app, mobilenet_run, tmp_path):
+    """A fixed batch of 8 over 30 samples: the app's chunking and zero-padding of the last chunk."""
+    from edgecnn import export
+
+    app, emulator = arm_app
+    onnx_path = export.export(mobilenet_run, tmp_path / "model.onnx", batch="dynamic")
+    build = compile_arm(onnx_path, "aarch64", tmp_path / "b", batch=8)
+    man = manifest.read(build)
+    shape = man["input"]["shape"][1:]
+    x = datasets.normalize(np.random.default_rng(1).integers(0, 256, (30, *shape), dtype=np.uint8),
+                           man["input"]["mean"], man["input"]["std"])
+    x.tofile(tmp_path / "input.f32")
+    r = run_app(app, build, "--raw", tmp_path / "input.f32", "--dump", tmp_path / "logits.f32", emulator=emulator)
+    assert r.returncode == 0, r.stderr
+    got = np.fromfile(tmp_path / "logits.f32", np.float32).reshape(len(x), -1)
+    metrics = assert_parity(got, torch_reference(build, x))
+    print(f"mobilenet_v2 aarch64 (qemu) vs PyTorch: {metrics['samples']} samples, top-1 agreement "
+          f"{metrics['top1_agreement']:.1f}%, max abs {metrics['max_abs']:.3g}, min cosine {metrics['min_cosine']:.9f}")

@@ -1,0 +1,124 @@
+"""The device farm on loopback: TVM's own RPC tracker and an RPC server (the "board") on 127.0.0.1."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from edgecnn import backends, compile as compile_mod, manifest, rpc
+from edgecnn.errors import EdgecnnError
+
+KEY = "loopback"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(check, procs, seconds=90.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                pytest.fail(f"{' '.join(p.args[2:4])} exited: {p.stderr.read()[-2000:]}")
+        try:
+            if check():
+                return
+        except EdgecnnError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the loopback device farm did not come up within {seconds:g} s")
+
+
+@pytest.fixture(scope="module")
+def farm():
+    """A tracker and one RPC server registered as KEY, both python -m tvm.exec.* on free loopback ports."""
+    import tvm
+
+    port, server_port = free_port(), free_port()
+    tracker = start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+                    str(port + 1), "--silent")
+    procs = [tracker]
+    try:
+        wait_for(lambda: rpc.probe_tracker("127.0.0.1", port, 1.0) is None, procs)
+        procs.append(start("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+                           "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", KEY))
+        wait_for(lambda: rpc.board_keys(tvm.rpc.connect_tracker("127.0.0.1", port)).get(KEY), procs)
+        yield f"127.0.0.1:{port}", server_port
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def host_build(lenet_onnx, tmp_path_factory):
+    return compile_mod.compile(lenet_onnx, "host", out=tmp_path_factory.mktemp("rpc") / "build-host")
+
+
+def test_remote_run_matches_local_run(farm, host_build):
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    man = manifest.read(host_build)
+    with backends.require("tvm").load(host_build, man) as local:
+        want = local.run(x)["logits"]
+    with rpc.RemoteRunner(host_build, farm[0], KEY, timeout=5, threads=1) as remote:
+        got = remote.run(x)["logits"]
+        times = remote.time_runs(x[:1], warmup=2, runs=7, seconds=None)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert len(times) == 7 and all(t > 0 for t in times)
+
+
+def test_bench_through_the_tracker(farm, host_build, tmp_path):
+    """edgecnn bench --rpc: per-run timings from the board's clock; the board is free again afterwards."""
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", host_build, "--rpc", farm[0], "--key", KEY, "--runs", 20, "--warmup", 2, "--out", out)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())["results"]["tvm"]
+    assert KEY in result["runner"] and result["batches"]["1"]["runs"] == 20
+    assert all(t > 0 for t in result["batches"]["1"]["times_ms"]) and result["batches"]["1"]["p50_ms"] > 0
+    with rpc.RemoteRunner(host_build, farm[0], KEY, timeout=5) as again:  # a second session gets the board
+        assert again.run(np.zeros((1, 1, 28, 28), np.float32))["logits"].shape == (1, 4)
+
+
+def test_unregistered_key_lists_the_registered_ones(farm, host_build):
+    """Without --key the build's target name is the key: 'host' is not registered, KEY is."""
+    r = run_cli("bench", host_build, "--rpc", farm[0], "--runs", 5)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "no board with key 'host'" in r.stderr and KEY in r.stderr and "--key host" in r.stderr
+
+
+def test_silent_tracker_times_out_quickly():
+    """A port that accepts connections but never answers: refused after --rpc-timeout, not TVM's 60 s retry."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        start_time = time.monotonic()
+        with pytest.raises(EdgecnnError, match="did not answer within 0.5 s"):
+            rpc.request_session(f"127.0.0.1:{silent.getsockname()[1]}", KEY, timeout=0.5)
+        assert time.monotonic() - start_time < 10
+
+
+def test_no_tracker_and_not_a_tracker(farm):
+    with pytest.raises(EdgecnnError, match="not reachable .*rpc_tracker"):
+        rpc.request_session(f"127.0.0.1:{free_port()}", KEY, timeout=2)
+    with pytest.raises(EdgecnnError, match="is not a TVM RPC tracker"):
+        rpc.request_session(f"127.0.0.1:{farm[1]}", KEY, timeout=2)  # the RPC server's own port
+
+
+def test_bad_rpc_options(host_build):
+    for args, message in ((["--rpc", "nohost:"], "HOST:PORT"), (["--key", KEY], "--rpc HOST:PORT"),
+                          (["--rpc", "127.0.0.1:9", "--compare", "onnxruntime"], "--compare")):
+        r = run_cli("bench", host_build, *args)
+        assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
