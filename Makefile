@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-APT_TEST := g++-aarch64-linux-gnu qemu-user-static
+APT_TEST := g++-aarch64-linux-gnu qemu-user-static cmake g++
 PYTEST_ARGS ?=
 
 .PHONY: demo test data test-tools
@@ -24,9 +24,11 @@ $(VENV)/.dev: $(VENV)/.installed
 data:
 	@test -f $(FASHION) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
-test-tools:
+test-tools: $(VENV)/.installed
 	@for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	 [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
+	# the aarch64 TVM runtime (the venv's TVM versions) the ARM tests link the cross-built C++ app against
+	$(PY) examples/cpp/tvm/fetch_runtime.py --out .cache/aarch64-tvm
 
 demo: $(VENV)/.installed data
 	$(VENV)/bin/edgecnn run recipes/lenet5-fashion.yaml --target host

@@ -13,9 +13,9 @@ class Tolerance:
     min_agreement: float  # smallest allowed top-1 agreement, percent
 
 
-# fp32 tight; fp16 and int8 looser (their reference is the same model at that precision when one exists)
+# fp32 tight; fp16 looser; int8 against its fake-quant reference (the same Q/DQ graph run op by op)
 TOLERANCES = {"fp32": Tolerance(1e-4, 0.99999, 100.0), "fp16": Tolerance(5e-2, 0.999, 99.0),
-              "int8": Tolerance(math.inf, 0.98, 99.0)}
+              "int8": Tolerance(math.inf, 0.98, 99.5)}
 
 
 def tolerance(precision: str, **overrides) -> Tolerance:

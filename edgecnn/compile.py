@@ -45,7 +45,9 @@ def compile(onnx_path: str | Path, target: str, precision: str | None = None, ou
     if meta.get("precision", "fp32") not in (precision, "fp32"):
         raise EdgecnnError(f"{onnx_path.name} is a {meta['precision']} model; compile it with --precision "
                            f"{meta['precision']}")
-    backend = backends.require(tgt.backend)
+    backend = backends.get(tgt.backend)
+    if getattr(backend, "COMPILE_NEEDS_RUNTIME", True):  # TensorRT prepares anywhere, builds on the device
+        backend = backends.require(tgt.backend)
     out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
     inp, outs = input_output_spec(model, batch)
     with atomic_dir(out) as tmp:
@@ -55,7 +57,8 @@ def compile(onnx_path: str | Path, target: str, precision: str | None = None, ou
             "model": meta.get("model", {}), "recipe": meta.get("recipe"), "labels": meta.get("classes"),
             "input": {**meta.get("input", {}), **inp}, "outputs": outs, "data": meta.get("data"),
             "target": {"name": tgt.name, "backend": tgt.backend, "device": tgt.device, "tvm": tgt.tvm,
-                       "options": tgt.options}, "backend": tgt.backend, "precision": precision,
+                       "tensorrt": tgt.tensorrt, "options": tgt.options},
+            "backend": tgt.backend, "precision": precision,
             "artifact": artifact,
             "source": {"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path),
                        "checkpoint": meta.get("checkpoint"), "checkpoint_sha256": meta.get("checkpoint_sha256")}})

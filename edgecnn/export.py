@@ -20,7 +20,8 @@ EXPORT_ATOL = 1e-4
 def _torch_export(model, example: torch.Tensor, opset: int, dynamic: bool, path: Path) -> None:
     """The dynamo exporter first (it folds BatchNorm in its optimizer); TorchScript as fallback."""
     kwargs = dict(input_names=["input"], output_names=["logits"], opset_version=opset)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for name in ("torch.onnx", "onnxscript"):  # their fallbacks log tracebacks a user need not see
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
@@ -28,12 +29,20 @@ def _torch_export(model, example: torch.Tensor, opset: int, dynamic: bool, path:
             program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dyn, **kwargs)
             program.optimize()
             program.save(str(path))
-            return
+            if _opset(path) == opset:  # below 18 the dynamo exporter may keep 18 when it cannot convert
+                return
         except Exception as e:  # fall back to the TorchScript exporter, which folds BN in eval mode
             logging.getLogger(__name__).info("dynamo export failed (%s), using TorchScript", e)
         torch.onnx.export(model, (example,), str(path), dynamo=False, do_constant_folding=True,
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
                           **kwargs)
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def run_data_config(run_dir: Path) -> dict | None:

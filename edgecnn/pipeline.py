@@ -21,12 +21,14 @@ class Stages:
         return result
 
 
-def run(recipe_path: str | Path, target: str = "host", precision: str = "fp32", out: str | Path | None = None,
+def run(recipe_path: str | Path, target: str = "host", precision: str | None = None, out: str | Path | None = None,
         epochs: int | None = None, limit: int | None = None, reuse: bool = False) -> dict:
-    """train -> export -> compile -> verify; returns the summary (also printed as a table)."""
-    from edgecnn import checkpoint, compile as compile_mod, export, train, verify
+    """train -> export -> compile -> verify -> bench -> bundle; returns the summary (also printed as a table)."""
+    from edgecnn import bundle, checkpoint, export, train
 
     rec = recipe_mod.load(recipe_path)
+    precisions = precision_list(precision, target)
+    precision = precisions[0]
     run_dir = Path(out or f"runs/{rec.name}")
     stage = Stages()
     if reuse and checkpoint.resolve(run_dir).exists():
@@ -35,13 +37,15 @@ def run(recipe_path: str | Path, target: str = "host", precision: str = "fp32", 
     else:
         metrics = stage("train", train.train, rec, run_dir, epochs=epochs, limit=limit)
     onnx_path = stage("export", export.export, run_dir)
-    build = stage("compile", compile_mod.compile, onnx_path, target, precision,
-                  run_dir / f"build-{target}-{precision}")
-    report = stage("verify", verify.verify, build, "torch", "test", limit)
-    summary = {"recipe": rec.name, "model": rec.model.name, "run_dir": str(run_dir), "build": str(build),
-               "target": target, "precision": precision, "test_top1": metrics["test_top1"],
-               "parity": verify.summary(report), "seconds": stage.seconds}
+    first = deploy(stage, run_dir, onnx_path, target, precision, limit, "")
+    bundle_path = stage("bundle", bundle.pack, Path(first["build"]))
+    summary = {"recipe": rec.name, "model": rec.model.name, "run_dir": str(run_dir), "target": target,
+               "precision": precision, "test_top1": metrics["test_top1"], **first, "bundle": str(bundle_path),
+               "bundle_bytes": bundle_path.stat().st_size, "seconds": stage.seconds}
+    summary["beside"] = {p: deploy(stage, run_dir, onnx_path, target, p, limit, f" {p}") for p in precisions[1:]}
     console.print(summary_table(summary))
+    if summary["beside"]:
+        console.print(side_by_side(summary))
     return summary
 
 
@@ -56,8 +60,79 @@ def summary_table(s: dict):
     t.add_column()
     t.add_row("test top-1 (PyTorch)", f"{s['test_top1']:.2f}%")
     t.add_row(f"test top-1 ({s['target']})", f"{p.get('top1_candidate', float('nan')):.2f}%")
-    t.add_row("parity vs PyTorch", f"{'pass' if p['passed'] else 'FAIL'}: max abs {fmt(p['max_abs'])}, "
-                                   f"top-1 agreement {p.get('top1_agreement', 0):.2f}% on {p['data']}")
+    t.add_row(f"parity vs {REFERENCE[p['against']]}",
+              f"{'pass' if p['passed'] else 'FAIL'}: max abs {fmt(p['max_abs'])}, "
+              f"top-1 agreement {p.get('top1_agreement', 0):.2f}% on {p['data']}")
+    lat = s["latency"]
+    t.add_row(f"latency ({s['target']}, batch {lat['batch']})",
+              f"p50 {fmt(lat['p50_ms'])} ms, p99 {fmt(lat['p99_ms'])} ms ({lat['runs']} runs)")
     t.add_row("build", s["build"])
+    t.add_row("bundle", f"{s['bundle']} ({s['bundle_bytes'] / 1e6:.2f} MB)")
     t.add_row("stage times", ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()))
+    return t
+
+
+REFERENCE = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "fakequant": "fake-quant"}
+
+
+def precision_list(precision: str | None, target: str) -> list[str]:
+    """'fp32,int8' -> both; None -> the target's precision, and int8 beside it where the target takes int8."""
+    from edgecnn import targets
+    from edgecnn.errors import EdgecnnError
+
+    if precision:
+        wanted = [p.strip() for p in precision.split(",") if p.strip()]
+        bad = [p for p in wanted if p not in targets.PRECISIONS]
+        if bad or not wanted:
+            raise EdgecnnError(f"--precision {precision}: use {', '.join(targets.PRECISIONS)} or a comma list")
+        return list(dict.fromkeys(wanted))
+    tgt = targets.load(target)
+    return [tgt.precision, *(["int8"] if "int8" in tgt.precisions and tgt.precision != "int8" else [])]
+
+
+def quantized(run_dir: Path, limit: int | None) -> Path:
+    """int8 PTQ with the default settings: RUN_DIR/model.int8.onnx and quant.json."""
+    from edgecnn.quantize import quantize, report
+
+    rep = quantize(run_dir, limit=limit)
+    console.print(report.accuracy_table(rep))
+    return Path(rep["files"]["onnx"])
+
+
+def deploy(stage: Stages, run_dir: Path, onnx_path: Path, target: str, precision: str, limit, label: str) -> dict:
+    """One precision of the model: (quantize) -> compile -> verify -> bench; `label` tells the stages apart."""
+    from edgecnn import bench, compile as compile_mod, verify
+
+    source = stage(f"quantize{label}", quantized, run_dir, limit) if precision == "int8" else onnx_path
+    build = stage(f"compile{label}", compile_mod.compile, source, target, precision,
+                  run_dir / f"build-{target}-{precision}")
+    report = stage(f"verify{label}", verify.verify, build, None, "test", limit)
+    latency = bench.build_latency(stage(f"bench{label}", bench.bench, build))
+    return {"build": str(build), "parity": verify.summary(report), "latency": latency,
+            "onnx_bytes": Path(source).stat().st_size}
+
+
+def side_by_side(s: dict):
+    """One column per precision: top-1 of the build, drop vs fp32, parity, latency, ONNX size."""
+    from rich.table import Table
+
+    from edgecnn.tables import fmt
+
+    cols = {s["precision"]: {"parity": s["parity"], "latency": s["latency"], "build": s["build"],
+                             "onnx_bytes": s["onnx_bytes"]}, **s["beside"]}
+    t = Table(title=f"{s['recipe']} on {s['target']}: {' vs '.join(cols)}")
+    t.add_column("")
+    for name in cols:
+        t.add_column(name, justify="right")
+
+    def row(label, cell):
+        t.add_row(label, *(cell(c) for c in cols.values()))
+
+    row(f"test top-1 ({s['target']})", lambda c: f"{c['parity'].get('top1_candidate', float('nan')):.2f}%")
+    row("drop vs fp32 (points)", lambda c: f"{c['parity']['fp32']['top1_drop']:.2f}"
+        if "top1_drop" in c["parity"].get("fp32", {}) else "")
+    row("parity", lambda c: f"{'pass' if c['parity']['passed'] else 'FAIL'} vs {REFERENCE[c['parity']['against']]}, "
+                            f"top-1 agreement {c['parity'].get('top1_agreement', 0):.2f}%")
+    row("latency p50", lambda c: f"{fmt(c['latency']['p50_ms'])} ms" if c.get("latency") else "-")
+    row("ONNX size", lambda c: f"{c['onnx_bytes'] / 1e3:.0f} kB")
     return t

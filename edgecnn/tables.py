@@ -1,5 +1,6 @@
 """Rich tables for results people would rather see than read as JSON."""
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -37,5 +38,5 @@ def targets_table(targets, availability: dict) -> Table:
     for tg in targets:
         reason = availability.get(tg.backend)
         t.add_row(tg.name, tg.backend, tg.device, ", ".join(tg.precisions), tg.description,
-                  "[green]yes[/]" if not reason else f"[yellow]no[/]: {reason}")
+                  "[green]yes[/]" if not reason else f"[yellow]no[/]: {escape(reason)}")
     return t

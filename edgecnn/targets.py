@@ -21,6 +21,7 @@ class Target:
     description: str = ""
     device: str = "cpu"
     tvm: dict | None = None  # TVM target dict (kind, mtriple, mcpu, mattr, num-cores, ...)
+    tensorrt: dict | None = None  # TensorRT section (version, sm, max_opset, dla, workspace_mib, ...)
     options: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)  # the YAML as written, recorded in manifests
 
@@ -56,8 +57,8 @@ def parse(raw, source: str) -> Target:
     return Target(**raw, raw=dict(raw))
 
 
-def load(name: str) -> Target:
-    """A target by name (targets/NAME.yaml) or by path to a YAML file."""
+def load(name: str, _seen: tuple = ()) -> Target:
+    """A target by name (targets/NAME.yaml) or by path to a YAML file; an alias loads the target it names."""
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
         path = targets_dir() / f"{name}.yaml"
@@ -69,8 +70,24 @@ def load(name: str) -> Target:
         raise EdgecnnError(f"target file not found: {path}") from None
     except yaml.YAMLError as e:
         raise EdgecnnError(f"{path}: bad YAML: {getattr(e, 'problem', e)}") from None
+    if isinstance(raw, dict) and "alias" in raw:
+        return load_alias(raw, path, _seen)
     return parse(raw, str(path))
 
 
+def load_alias(raw: dict, path: Path, seen: tuple) -> Target:
+    """`alias: OTHER` (a file with nothing else) names another target, which stays the one source of truth."""
+    if set(raw) != {"alias"}:
+        raise EdgecnnError(f"{path}: an alias file holds only 'alias: TARGET', not '{sorted(set(raw) - {'alias'})[0]}'")
+    if path.stem in seen:
+        raise EdgecnnError(f"{path}: alias loop {' -> '.join([*seen, path.stem])}")
+    return load(str(raw["alias"]), (*seen, path.stem))
+
+
 def all_targets() -> list[Target]:
-    return [load(n) for n in names()]
+    """Every target once (an alias is listed under the target it names)."""
+    unique: dict[str, Target] = {}
+    for n in names():
+        target = load(n)
+        unique.setdefault(target.name, target)
+    return list(unique.values())

@@ -83,7 +83,7 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 def make_scheduler(opt, cfg, steps: int, lr: float):
-    if cfg.name == "onecycle":
+    if cfg.name == "onecycle" and steps * cfg.warmup_pct >= 2:  # shorter runs (a --limit trial): constant
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=cfg.warmup_pct)
     if cfg.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)

@@ -52,7 +52,39 @@ def reference_runner(build_dir: Path, man: dict, against: str):
 
         src = Path(man["source"]["onnx"])
         return OrtRunner(src if src.exists() else build_dir / "model.onnx")
-    raise EdgecnnError(f"--against {against}: use torch or onnxruntime")
+    if against == "fakequant":  # the build's Q/DQ graph run op by op, unfused: the ONNX semantics of int8
+        from edgecnn.backends.onnxruntime import OrtRunner
+
+        return OrtRunner(build_dir / "model.onnx", level="disable")
+    raise EdgecnnError(f"--against {against}: use torch, onnxruntime or fakequant")
+
+
+def default_against(precision: str) -> str:
+    """int8 builds are held to their fake-quant reference; the rest to the trained PyTorch model."""
+    return "fakequant" if precision == "int8" else "torch"
+
+
+def run_all(runner, x: np.ndarray) -> dict:
+    parts: dict = {}
+    for i in range(0, len(x), CHUNK):
+        for k, v in runner.run(x[i:i + CHUNK]).items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def versus_fp32(build_dir: Path, man: dict, x: np.ndarray, labels, got: dict) -> dict:
+    """An int8 build against the fp32 model (PyTorch): reported with the accuracy drop, not pass/fail."""
+    try:
+        ref = backends.require("torch").load(build_dir, man)
+    except EdgecnnError as e:
+        return {"error": str(e)}
+    with ref:
+        want = run_all(ref, x)
+    name = next(iter(got))
+    m = compare.compare_output(got[name], want.get(name, next(iter(want.values()))), labels)
+    if "top1_candidate" in m:
+        m["top1_drop"] = m["top1_reference"] - m["top1_candidate"]
+    return {"against": "torch (fp32)", **m}
 
 
 def run_both(candidate, reference, x: np.ndarray, what: str):
@@ -67,11 +99,14 @@ def run_both(candidate, reference, x: np.ndarray, what: str):
     return ({k: np.concatenate(v) for k, v in got.items()}, {k: np.concatenate(v) for k, v in want.items()})
 
 
-def verify(build_dir: str | Path, against: str = "torch", data: str = "test", limit: int | None = None,
+def verify(build_dir: str | Path, against: str | None = None, data: str = "test", limit: int | None = None,
            report_path: str | Path | None = None, localize: bool = True, **tol_overrides) -> dict:
-    """Return the parity report; raise ParityError (carrying the report) when a tolerance fails."""
+    """Return the parity report; raise ParityError (carrying the report) when a tolerance fails.
+
+    `against` defaults to torch, or to fakequant for int8 builds (which also get an fp32 comparison)."""
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
+    against = against or default_against(man["precision"])
     tol = compare.tolerance(man["precision"], **tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
     with backends.require(man["backend"]).load(build_dir, man) as cand, reference_runner(build_dir, man, against) as ref:
@@ -83,6 +118,8 @@ def verify(build_dir: str | Path, against: str = "torch", data: str = "test", li
               "precision": man["precision"], "against": against, "data": described,
               "tolerance": asdict(tol), "outputs": outputs, "passed": not any(problems.values()),
               "failures": {k: v for k, v in problems.items() if v}}
+    if man["precision"] == "int8" and against != "torch":
+        report["fp32"] = versus_fp32(build_dir, man, x, labels, got)
     if not report["passed"] and localize:
         from edgecnn.localize import localize as find_divergence
 
@@ -99,8 +136,23 @@ def summary(report: dict) -> dict:
     """The part of a report a manifest or bundle carries."""
     first = next(iter(report["outputs"].values()))
     keys = ("max_abs", "min_cosine", "top1_agreement", "top1_candidate", "top1_reference")
+    fp32 = {k: v for k, v in (report.get("fp32") or {}).items() if k in (*keys, "top1_drop")}
     return {"passed": report["passed"], "against": report["against"], "data": report["data"],
-            **{k: first[k] for k in keys if k in first}}
+            **{k: first[k] for k in keys if k in first}, **({"fp32": fp32} if fp32 else {})}
+
+
+def fp32_line(report: dict) -> str | None:
+    """One line for an int8 build's comparison with the fp32 model."""
+    m = report.get("fp32")
+    if not m:
+        return None
+    if "error" in m:
+        return f"vs fp32: not compared ({m['error']})"
+    line = f"vs fp32 (PyTorch): top-1 agreement {m.get('top1_agreement', float('nan')):.2f}%"
+    if "top1_drop" in m:
+        line += (f", top-1 {m['top1_reference']:.2f}% -> {m['top1_candidate']:.2f}% "
+                 f"(drop {m['top1_drop']:.2f} points)")
+    return line
 
 
 def failure_message(report: dict) -> str:

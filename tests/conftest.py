@@ -107,3 +107,12 @@ def mobilenet_run(tmp_path_factory) -> Path:
     (root / "run").mkdir()
     checkpoint.save(root / "run" / "model.pt", model, spec)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def lenet_builds(lenet_onnx, tmp_path_factory) -> dict:
+    """Builds of `lenet_onnx` by target: 'host' (TVM, batch 1) and 'onnxruntime-cpu' (shared: copy to modify)."""
+    from edgecnn import compile as compile_mod
+
+    root = tmp_path_factory.mktemp("lenet_builds")
+    return {t: compile_mod.compile(lenet_onnx, t, out=root / t) for t in ("host", "onnxruntime-cpu")}

@@ -52,16 +52,27 @@ def test_bad_input_one_line_error_and_no_build_dir(lenet_onnx, tmp_path, case):
 
 
 def test_unsupported_op_is_named_and_leaves_nothing(tmp_path):
-    """TVM's ONNX frontend lacks ConvInteger: the error names it and no build directory remains."""
-    import numpy as np
+    """TVM's ONNX frontend lacks Celu (ONNX Runtime has it): the error names it, no build directory remains."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.uint8), "w")
-    graph = helper.make_graph([helper.make_node("ConvInteger", ["input", "w"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.UINT8, [1, 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.INT32, [1, 2, 6, 6])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    graph = helper.make_graph([helper.make_node("Celu", ["input"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "m.onnx"))
     r = run_cli("compile", tmp_path / "m.onnx", "--target", "host", "--out", tmp_path / "b")
-    assert r.returncode == 1 and "ConvInteger" in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 1 and "Celu" in r.stderr and r.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert run_cli("compile", tmp_path / "m.onnx", "--target", "onnxruntime-cpu", "--out", tmp_path / "b").returncode == 0
+
+
+def test_dynamic_batch_tvm_build(lenet_onnx, tmp_path):
+    import numpy as np
+
+    from edgecnn import backends
+
+    build = compile_mod.compile(lenet_onnx, "host", out=tmp_path / "b", batch=None)
+    man = manifest.read(build)
+    assert man["artifact"]["batch"] is None
+    with backends.require("tvm").load(build, man) as runner:
+        assert runner.run(np.zeros((7, 1, 28, 28), np.float32))["logits"].shape == (7, 4)

@@ -43,3 +43,11 @@ def test_export_check_catches_a_mismatch(lenet_run, lenet_onnx):
         model.head.bias += 1.0
     with pytest.raises(EdgecnnError, match="differs from PyTorch"):
         export.check_against_torch(model, lenet_onnx, spec)
+
+
+def test_lower_opset_is_really_written(mobilenet_run, tmp_path):
+    """Below 18 the dynamo exporter may keep opset 18; export falls back so the file has what was asked."""
+    path = export.export(mobilenet_run, tmp_path / "m13.onnx", opset=13)
+    model = onnx.load(str(path))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    assert "BatchNormalization" not in {n.op_type for n in model.graph.node}

@@ -105,3 +105,16 @@ def test_cuda_device_refused_without_gpu():
         pytest.skip("a CUDA device is present")
     with pytest.raises(EdgecnnError, match="no CUDA device"):
         train.pick_device("cuda")
+
+
+def test_tiny_limit_trains(tiny_recipe, tmp_path):
+    """A --limit so small that one-cycle has no warm-up step still trains (constant rate)."""
+    metrics = train.train(recipe.load(tiny_recipe), tmp_path / "run", epochs=1, limit=40)
+    assert metrics["train_images"] == 40 and len(metrics["epochs"]) == 1
+
+
+def test_bad_model_option_is_one_line(tiny_recipe, tmp_path):
+    text = tiny_recipe.read_text().replace("model: {name: lenet5}", "model: {name: lenet5, pool: median}")
+    (tmp_path / "bad.yaml").write_text(text)
+    r = run_cli("train", tmp_path / "bad.yaml", "--out", tmp_path / "run")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "pool 'median'" in r.stderr

@@ -1,11 +1,13 @@
 """Apache TVM (Relax, 0.27): ONNX -> Relax -> a VM executable exported as a shared library."""
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from edgecnn.backends import Runner
+from edgecnn.backends import Runner, tvm_passes
 from edgecnn.errors import EdgecnnError, MissingDependency
 
 
@@ -34,7 +36,33 @@ def resolve_target(target) -> dict:
         spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
     if spec.get("num-cores") == "auto":
         spec["num-cores"] = os.cpu_count() or 1
+    check_cpu(spec, target.name)
     return spec
+
+
+def check_cpu(spec: dict, target_name: str) -> None:
+    """Refuse an -mcpu LLVM does not know: TVM would only warn and emit generic code."""
+    codegen = _tvm().target.codegen
+    cpu, triple = spec.get("mcpu"), spec.get("mtriple") or codegen.llvm_get_system_triple()
+    if spec.get("kind", "llvm") != "llvm" or not cpu or codegen.llvm_is_valid_cpu(cpu, triple):
+        return
+    import difflib
+
+    known = codegen.llvm_get_cpu_archlist(_tvm().target.Target({"kind": "llvm", "mtriple": triple}))
+    close = difflib.get_close_matches(cpu, list(known), n=3)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    raise EdgecnnError(f"target '{target_name}': LLVM {codegen.llvm_version_major()} does not know mcpu "
+                       f"'{cpu}' for {triple}{hint}; fix mcpu in the target YAML")
+
+
+def check_cross_compiler(compiler: str | None, target_name: str) -> None:
+    """Fail before the long compile when the target's cross compiler is not installed."""
+    if not compiler or shutil.which(compiler):
+        return
+    triple, _, tool = compiler.rpartition("-")
+    package = f"apt-get install {tool}-{triple}" if tool in ("g++", "gcc") and triple else f"install {compiler}"
+    raise EdgecnnError(f"target '{target_name}' cross-compiles with {compiler}, which is not on PATH: "
+                       f"{package}")
 
 
 def import_onnx(onnx_path: str | Path, batch: int | None = 1):
@@ -49,7 +77,8 @@ def import_onnx(onnx_path: str | Path, batch: int | None = 1):
     dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
     shape = [batch or dims[0], *dims[1:]]
     try:
-        return from_onnx(model, shape_dict={inp.name: shape}, keep_params_in_input=False)
+        # batch None: keep the ONNX's symbolic batch dimension (a dynamic-shape build)
+        return from_onnx(model, shape_dict={inp.name: shape} if batch else None, keep_params_in_input=False)
     except Exception as e:  # the frontend raises many types for an unsupported op or attribute
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
         raise EdgecnnError(f"TVM cannot import {Path(onnx_path).name}: {type(e).__name__}: {detail} "
@@ -67,11 +96,25 @@ def build(mod, target_spec: dict, out_file: Path, opt_level: int = 3, cross_comp
 
 
 def compile(onnx_path, target, precision, out_dir: Path, batch: int | None = 1, **opts) -> dict:
-    spec = resolve_target(target)
-    mod = import_onnx(onnx_path, batch)
     options = target.options or {}
-    build(mod, spec, out_dir / "model.so", options.get("opt_level", 3), options.get("cross_compiler"))
-    return {"file": "model.so", "tvm_target": spec, "batch": batch}
+    check_cross_compiler(options.get("cross_compiler"), target.name)
+    spec = resolve_target(target)
+    mod = tvm_passes.prepare(import_onnx(onnx_path, batch), target)
+    tuning = None
+    if opts.get("tune_db"):  # schedules from edgecnn tune, checked against this model, target and CPU
+        from edgecnn import tune
+
+        mod, tuning = tune.apply_db(mod, spec, opts["tune_db"], onnx_path, target, batch)
+    cross = options.get("cross_compiler")
+    build(mod, spec, out_dir / "model.so", options.get("opt_level", 3), cross)
+    artifact = {"file": "model.so", "tvm_target": spec, "batch": batch,
+                **tvm_passes.graph_options(target)}
+    if tuning:
+        artifact["tuning"] = tuning
+    if cross:
+        version = subprocess.run([cross, "--version"], capture_output=True, text=True).stdout
+        artifact["cross_compiler"] = version.splitlines()[0] if version else cross
+    return artifact
 
 
 class TvmRunner(Runner):

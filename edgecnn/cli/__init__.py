@@ -16,10 +16,16 @@ from edgecnn.errors import EdgecnnError
 COMMANDS = {
     "train": "edgecnn.cli.train",
     "eval": "edgecnn.cli.train",
+    "quantize": "edgecnn.cli.quantize",
     "export": "edgecnn.cli.build",
     "compile": "edgecnn.cli.build",
+    "tune": "edgecnn.cli.tune",
+    "build": "edgecnn.cli.trt",
     "verify": "edgecnn.cli.build",
     "targets": "edgecnn.cli.build",
+    "info": "edgecnn.cli.info",
+    "bench": "edgecnn.cli.bench",
+    "bundle": "edgecnn.cli.bundle",
     "run": "edgecnn.cli.run",
 }
 

@@ -37,18 +37,22 @@ def export_cmd(run_dir, out, opset, batch):
               help="default: the ONNX's precision, else the target's")
 @click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION)")
 @click.option("--batch", default="1", show_default=True, help="fixed batch of the artifact, or dynamic")
-def compile_cmd(onnx_path, target, precision, out, batch):
+@click.option("--tune-db", default=None, metavar="DIR", help="apply this edgecnn tune database (TVM targets)")
+def compile_cmd(onnx_path, target, precision, out, batch, tune_db):
     """Compile an ONNX model for a target into a build directory with manifest.json."""
     from edgecnn import compile as compile_mod
 
     batch = batch_option(batch)
-    path = compile_mod.compile(onnx_path, target, precision, out, batch=None if batch == "dynamic" else batch)
+    opts = {"tune_db": tune_db} if tune_db else {}
+    path = compile_mod.compile(onnx_path, target, precision, out, batch=None if batch == "dynamic" else batch,
+                               **opts)
     console.print(f"built {path}")
 
 
 @click.command("verify")
 @click.argument("build_dir", metavar="BUILD_DIR", required=False)
-@click.option("--against", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True)
+@click.option("--against", type=click.Choice(["torch", "onnxruntime", "fakequant"]), default=None,
+              help="reference: torch (default), or fakequant (default for int8: the Q/DQ graph run op by op)")
 @click.option("--data", default="test", show_default=True, help="test | val | DATASET:SPLIT | random")
 @click.option("--limit", type=int, default=None, help="first N samples only")
 @click.option("--report", default=None, help="JSON report path (default BUILD_DIR/verify.json)")
@@ -76,6 +80,8 @@ def verify_cmd(build_dir, against, data, limit, report, atol, min_cosine, min_ag
         console.print(tables.parity_table(e.report))
         raise
     console.print(tables.parity_table(result))
+    if verify.fp32_line(result):
+        console.print(verify.fp32_line(result))
 
 
 @click.command("targets")
