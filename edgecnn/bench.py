@@ -238,11 +238,12 @@ def ratios(results: dict, build: str) -> dict:
 
 def bench(build_dir: str | Path, batches: list[int] | None = None, warmup: int = 10, runs: int | None = None,
           seconds: float | None = None, threads: int | None = None, compare=(), out: str | Path | None = None,
-          load=None, plot: bool = True) -> dict:
+          load=None, plot: bool = True, device: str | None = None) -> dict:
     """Benchmark a build (and `compare` backends on the same model); write JSON + plot, record in the manifest.
 
     load: optional picklable callable returning the build's runner (e.g. a remote device's); default: the
-    build's backend on this machine.
+    build's backend on this machine. device: what `load` runs on when that is not this machine (the report's
+    cpu; this machine's facts go under system.host).
     """
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
@@ -252,6 +253,8 @@ def bench(build_dir: str | Path, batches: list[int] | None = None, warmup: int =
     backend = man["backend"]
     compare = check_compare(compare, backend)
     system = system_info()
+    if device:
+        system = {"cpu": device, "gpus": [], "remote": True, "host": system}
     results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads),
                                     batches, warmup, runs, seconds)}
     batches = [int(b) for b in results[backend]["batches"]]

@@ -85,7 +85,9 @@ def test_bench_through_the_tracker(farm, host_build, tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("bench", host_build, "--rpc", farm[0], "--key", KEY, "--runs", 20, "--warmup", 2, "--out", out)
     assert r.returncode == 0, r.stderr
-    result = json.loads(out.read_text())["results"]["tvm"]
+    report = json.loads(out.read_text())
+    result = report["results"]["tvm"]
+    assert report["system"]["remote"] and KEY in report["system"]["cpu"] and "cpu" in report["system"]["host"]
     assert KEY in result["runner"] and result["batches"]["1"]["runs"] == 20
     assert all(t > 0 for t in result["batches"]["1"]["times_ms"]) and result["batches"]["1"]["p50_ms"] > 0
     with rpc.RemoteRunner(host_build, farm[0], KEY, timeout=5) as again:  # a second session gets the board

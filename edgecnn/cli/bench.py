@@ -38,11 +38,12 @@ def bench_cmd(build_dir, batches, warmup, runs, seconds, threads, compare, out, 
     from edgecnn import bench, benchreport
 
     compare = [c.strip() for c in compare.split(",") if c.strip()]
-    load = None
+    load = device = None
     if rpc or key:
         from edgecnn import rpc as remote
 
         load = remote.bench_loader(build_dir, rpc, key, rpc_timeout, threads, compare)
-    report = bench.bench(build_dir, int_list(batches), warmup, runs, seconds, threads, compare, out, load=load)
+        device = f"board '{key or 'the build target'}' of the RPC tracker {rpc}"
+    report = bench.bench(build_dir, int_list(batches), warmup, runs, seconds, threads, compare, out, load=load, device=device)
     console.print(benchreport.table(report))
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")
