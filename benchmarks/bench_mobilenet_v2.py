@@ -3,8 +3,10 @@ PyTorch in one `edgecnn bench` run. Writes benchmarks/results/mobilenet_v2-224-t
 
     .venv/bin/python benchmarks/bench_mobilenet_v2.py [--runs 50] [--threads N] [--work DIR]
 
-The TVM build is untuned (MetaSchedule tuning is a separate step), so it is expected to be far slower than
-ONNX Runtime; latency does not depend on the weights, so an untrained model measures the same as a trained one.
+By default the TVM build is untuned, so it is far slower than ONNX Runtime; `--build DIR` benches another
+build of the same model instead, e.g. the MetaSchedule-tuned one benchmarks/tvm_vs_ort.py leaves in
+.cache/tvm_vs_ort/mobilenet_v2_224/build-host-nhwc-tuned (results then go to ...-tuned-tN.json). Latency
+does not depend on the weights, so an untrained model measures the same as a trained one.
 """
 
 import argparse
@@ -38,12 +40,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="default: the usable CPU cores")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-mobilenet_v2-224"))
+    ap.add_argument("--build", type=Path, default=None, help="bench this build of MobileNet v2 224 instead")
     args = ap.parse_args()
-    build = make_build(args.work)
+    build = args.build or make_build(args.work)
     RESULTS.mkdir(exist_ok=True)
     threads = args.threads or bench.usable_cores()
     report = bench.bench(build, [1], args.warmup, args.runs, None, threads, ["onnxruntime", "torch"],
-                         RESULTS / f"mobilenet_v2-224-t{threads}.json")
+                         RESULTS / f"mobilenet_v2-224{'-tuned' if args.build else ''}-t{threads}.json")
     console.print(benchreport.table(report))
     console.print(f"load average at start: {report['system']['load_avg_1min']}; results in {RESULTS}")
 

@@ -134,3 +134,30 @@ def test_mobilenet_aarch64_under_qemu_matches_pytorch(arm_app, mobilenet_run, tm
     metrics = assert_parity(got, torch_reference(build, x))
     print(f"mobilenet_v2 aarch64 (qemu) vs PyTorch: {metrics['samples']} samples, top-1 agreement "
           f"{metrics['top1_agreement']:.1f}%, max abs {metrics['max_abs']:.3g}, min cosine {metrics['min_cosine']:.9f}")
+
+
+def test_int8_conv_aarch64_under_qemu_matches_the_qdq_graph(arm_app, lenet_run, tmp_path):
+    """A Q/DQ LeNet-5 with the int8-conv rewrite (int8 x int8 -> int32 convs) cross-compiled for aarch64:
+    under qemu it gives what ONNX Runtime gives for the same Q/DQ graph."""
+    import yaml
+
+    from edgecnn.backends.onnxruntime import OrtRunner
+    from edgecnn.quantize import quantize
+
+    app, emulator = arm_app
+    qdq = quantize(lenet_run, tmp_path / "q", calib=48, sensitivity=0)["files"]["onnx"]
+    raw = targets.load("aarch64").raw
+    target = tmp_path / "aarch64-int8.yaml"
+    target.write_text(yaml.safe_dump({**raw, "name": "aarch64-int8", "options": {**raw["options"], "int8_conv": True}}))
+    build = compile_arm(qdq, str(target), tmp_path / "b", batch=8)
+    x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    x.tofile(tmp_path / "input.f32")
+    r = run_app(app, build, "--raw", tmp_path / "input.f32", "--dump", tmp_path / "logits.f32", emulator=emulator)
+    assert r.returncode == 0, r.stderr
+    got = np.fromfile(tmp_path / "logits.f32", np.float32).reshape(len(x), -1)
+    want = OrtRunner(qdq).run(x)["logits"]
+    np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))  # a level off at rounding edges
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+    assert manifest.read(build)["artifact"]["int8_conv"]
+    print(f"lenet5 int8-conv aarch64 (qemu) vs ONNX Runtime Q/DQ: max abs {np.abs(got - want).max():.3g} "
+          f"(logits up to {np.abs(want).max():.3g}), top-1 agreement {100 * (got.argmax(1) == want.argmax(1)).mean():.1f}%")
