@@ -86,8 +86,6 @@ def load_fashion_mnist(split: str, root: str | None = None) -> ImageSet:
 
 def load_image_folder(root: str | Path, split: str, size: int, channels: int) -> ImageSet:
     """root/<split>/<class>/*.png (Pillow); images are resized to size x size."""
-    from PIL import Image
-
     base = Path(root) / split
     classes = sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
     if not classes:

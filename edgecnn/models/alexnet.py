@@ -9,16 +9,15 @@ pools to 1x1 instead of 6x6, so its first linear layer takes 256 inputs instead 
 `width` scales every channel count and the 4096-wide hidden layers.
 """
 
-import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import ConvAct, MlpHead, make_divisible, stride_schedule
+from edgecnn.models.layers import Backbone, ConvAct, MlpHead, make_divisible, stride_schedule
 
 __all__ = ["AlexNet", "alexnet"]
 
 
-class AlexNet(nn.Module):
+class AlexNet(Backbone):
     def __init__(self, num_classes=1000, in_channels=3, input_size=224, strides=None, width=1.0,
                  dropout=0.5):
         super().__init__()
@@ -35,15 +34,6 @@ class AlexNet(nn.Module):
             cin = cout
         self.features = nn.Sequential(*blocks)
         self.head = MlpHead(cin, 1 if small else 6, make_divisible(4096 * width), num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # c, k, s, p, pool: output channels, kernel, stride, padding, 3x3/2 max pool after (ImageNet layout)

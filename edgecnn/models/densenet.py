@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import (Classifier, ConvBnAct, StandaloneBatchNorm2d, make_divisible,
+from edgecnn.models.layers import (Backbone, Classifier, ConvBnAct, StandaloneBatchNorm2d, make_divisible,
                                    stride_schedule)
 
 __all__ = ["DenseLayer", "DenseNet", "Transition", "densenet121"]
@@ -48,7 +48,7 @@ class Transition(nn.Sequential):
         super().__init__(BnReluConv(cin, cout, 1), nn.AvgPool2d(2, 2))
 
 
-class DenseNet(nn.Module):
+class DenseNet(Backbone):
     def __init__(self, block_config=(6, 12, 24, 16), growth=32, num_classes=1000, in_channels=3,
                  input_size=224, strides=None, width=1.0, bn_size=4, compression=0.5, dropout=0.0):
         super().__init__()
@@ -66,15 +66,6 @@ class DenseNet(nn.Module):
         blocks.append(nn.Sequential(StandaloneBatchNorm2d(c), nn.ReLU()))
         self.features = nn.Sequential(*blocks)
         self.head = Classifier(c, num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # block_config, growth rate k: layers per dense block and new channels per layer (paper table 1)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import Classifier, ConvBnAct, make_divisible, stride_schedule
+from edgecnn.models.layers import Backbone, Classifier, ConvBnAct, make_divisible, stride_schedule
 
 __all__ = ["GoogLeNet", "Inception", "googlenet"]
 
@@ -33,7 +33,7 @@ class Inception(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], 1)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(Backbone):
     def __init__(self, num_classes=1000, in_channels=3, input_size=224, strides=None, width=1.0,
                  dropout=0.2, k5=3):
         super().__init__()
@@ -51,15 +51,6 @@ class GoogLeNet(nn.Module):
                 cin = blocks[-1].out_channels
         self.features = nn.Sequential(*blocks)
         self.head = Classifier(cin, num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def pool3x3() -> nn.MaxPool2d:

@@ -8,6 +8,19 @@ ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "sigmoid": nn.Sigmoid, "tanh"
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
+class Backbone(nn.Module):
+    """A network as `features` then `head` (timm's split); fine-tuning trains and freezes by these halves."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round channels to a multiple of `divisor`, never dropping more than 10% (MobileNet v2 rule)."""
     min_value = min_value or divisor

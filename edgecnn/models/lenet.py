@@ -5,16 +5,15 @@ conv is padded by 2, which gives the 32x32 geometry of the paper. `act`/`pool` s
 (tanh or sigmoid, avg) or the modern (relu, max) variant.
 """
 
-import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import POOLS, activation
+from edgecnn.models.layers import Backbone, POOLS, activation
 
 __all__ = ["LeNet5", "lenet5"]
 
 
-class LeNet5(nn.Module):
+class LeNet5(Backbone):
     def __init__(self, num_classes=10, in_channels=1, input_size=28, act="relu", pool="max"):
         super().__init__()
         if pool not in POOLS:
@@ -31,15 +30,6 @@ class LeNet5(nn.Module):
             nn.Sequential(nn.Linear(120, 84), activation(act)),
         )
         self.head = nn.Linear(84, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register

@@ -5,11 +5,10 @@ strides='small' (the default below 64 px) makes the stem and the first stride-2 
 total stride is 8 instead of 32: 28x28 -> 4x4 before the pool, like 224x224 -> 7x7.
 """
 
-import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import Classifier, ConvBnAct, DepthwiseSeparable, stride_schedule
+from edgecnn.models.layers import Backbone, Classifier, ConvBnAct, DepthwiseSeparable, stride_schedule
 
 __all__ = ["MobileNetV1", "mobilenet_v1"]
 
@@ -18,7 +17,7 @@ ARCH = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
         (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(Backbone):
     def __init__(self, num_classes=1000, in_channels=3, alpha=1.0, input_size=224, strides=None,
                  dropout=0.0):
         super().__init__()
@@ -33,15 +32,6 @@ class MobileNetV1(nn.Module):
             cin = width(c)
         self.features = nn.Sequential(*blocks)
         self.head = Classifier(cin, num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register

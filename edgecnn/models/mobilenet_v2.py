@@ -5,11 +5,10 @@ strides='small' (the default below 64 px) makes the stem and the 24-channel stag
 total stride is 8 instead of 32: 28x28 -> 4x4 before the pool, like 224x224 -> 7x7.
 """
 
-import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import (Classifier, ConvBnAct, InvertedResidual, make_divisible,
+from edgecnn.models.layers import (Backbone, Classifier, ConvBnAct, InvertedResidual, make_divisible,
                                    stride_schedule)
 
 __all__ = ["MobileNetV2", "mobilenet_v2"]
@@ -19,7 +18,7 @@ ARCH = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1
         (6, 320, 1, 1)]
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     def __init__(self, num_classes=1000, in_channels=3, alpha=1.0, input_size=224, strides=None,
                  dropout=0.2):
         super().__init__()
@@ -36,15 +35,6 @@ class MobileNetV2(nn.Module):
         blocks.append(ConvBnAct(cin, last, 1, act="relu6"))
         self.features = nn.Sequential(*blocks)
         self.head = Classifier(last, num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register

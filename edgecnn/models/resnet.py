@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import Classifier, ConvBnAct, make_divisible, stride_schedule
+from edgecnn.models.layers import Backbone, Classifier, ConvBnAct, make_divisible, stride_schedule
 
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet34"]
 
@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
         return self.act(self.conv(x) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     def __init__(self, depths=(2, 2, 2, 2), num_classes=1000, in_channels=3, input_size=224, strides=None,
                  width=1.0, dropout=0.0):
         super().__init__()
@@ -44,15 +44,6 @@ class ResNet(nn.Module):
                 cin = make_divisible(c * width)
         self.features = nn.Sequential(*blocks)
         self.head = Classifier(cin, num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # c, s: output channels and stride of the first block of the four stages; `depths` gives the block counts

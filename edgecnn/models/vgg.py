@@ -9,11 +9,10 @@ instead of 32, 28x28 -> 3x3 and 32x32 -> 4x4 before the head. The head then pool
 `width` scales every channel count and the 4096-wide hidden layers.
 """
 
-import torch
 import torch.nn as nn
 
 from edgecnn.models import register
-from edgecnn.models.layers import ConvAct, MlpHead, make_divisible, stride_schedule
+from edgecnn.models.layers import Backbone, ConvAct, MlpHead, make_divisible, stride_schedule
 
 __all__ = ["VGG", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"]
 
@@ -24,7 +23,7 @@ def conv3x3(cin: int, cout: int, batch_norm: bool) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
 
 
-class VGG(nn.Module):
+class VGG(Backbone):
     def __init__(self, config="A", batch_norm=False, num_classes=1000, in_channels=3, input_size=224,
                  strides=None, width=1.0, dropout=0.5):
         super().__init__()
@@ -42,15 +41,6 @@ class VGG(nn.Module):
             blocks.append(nn.Sequential(*layers))
         self.features = nn.Sequential(*blocks)
         self.head = MlpHead(cin, 1 if small else 7, make_divisible(4096 * width), num_classes, dropout)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # output channels of the 3x3 convs of each of the five stages; a 2x2 max pool ends each stage
