@@ -116,3 +116,17 @@ def lenet_builds(lenet_onnx, tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("lenet_builds")
     return {t: compile_mod.compile(lenet_onnx, t, out=root / t) for t in ("host", "onnxruntime-cpu")}
+
+
+@pytest.fixture(scope="session")
+def arm_app(tmp_path_factory):
+    """edgecnn-tvm-run cross-built for aarch64, and the emulator command line from the aarch64 target."""
+    from cpp_build import cross_build, missing
+
+    from edgecnn import targets
+
+    options = targets.load("aarch64").options
+    emulator = options["emulator"].split()
+    if not shutil.which(emulator[0]):
+        missing(emulator[0], "apt-get install qemu-user-static (make test-tools)")
+    return cross_build(tmp_path_factory.mktemp("cpp-aarch64"), options["cross_compiler"]), emulator

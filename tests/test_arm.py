@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import run_cli
-from cpp_build import cross_build, missing, run_app
+from cpp_build import missing, run_app
 
 from edgecnn import backends, compare, compile as compile_mod, datasets, manifest, targets
 from edgecnn.errors import EdgecnnError
@@ -69,16 +69,6 @@ def test_compile_rpi4_gives_aarch64_library_and_manifest(lenet_onnx, tmp_path):
     assert man["artifact"]["cross_compiler"].startswith("aarch64-linux-gnu-g++")
     with pytest.raises(EdgecnnError, match="aarch64 build"):
         backends.require("tvm").load(build, man)
-
-
-@pytest.fixture(scope="session")
-def arm_app(tmp_path_factory):
-    """edgecnn-tvm-run cross-built for aarch64, and the emulator command line from the aarch64 target."""
-    options = targets.load("aarch64").options
-    emulator = options["emulator"].split()
-    if not shutil.which(emulator[0]):
-        missing(emulator[0], "apt-get install qemu-user-static (make test-tools)")
-    return cross_build(tmp_path_factory.mktemp("cpp-aarch64"), options["cross_compiler"]), emulator
 
 
 def assert_parity(got: np.ndarray, want: np.ndarray):

@@ -1,8 +1,6 @@
-import gzip
-
 import numpy as np
 import pytest
-from conftest import FASHION, needs_fashion, write_idx
+from conftest import needs_fashion, write_idx
 
 from edgecnn import datasets
 from edgecnn.errors import EdgecnnError

@@ -1,7 +1,6 @@
 """The classic families: published ImageNet parameter counts, the small stride schedule, structure, and
 fp32 parity of untrained narrow models on ONNX Runtime and TVM host (plus the aarch64 cross-compile)."""
 
-import shutil
 from functools import cache
 
 import numpy as np
@@ -9,10 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cpp_build import cross_build, missing, run_app
+from cpp_build import run_app
 
 from edgecnn import (backends, checkpoint, compare, compile as compile_mod, export, manifest, models, recipe,
-                     targets, verify)
+                     verify)
 from edgecnn.errors import EdgecnnError
 from edgecnn.models.densenet import DenseLayer, DenseNet, Transition
 from edgecnn.models.googlenet import Inception
@@ -230,16 +229,6 @@ def test_exported_graphs_hold_the_classic_operators(exported):
     assert "Add" in ops["resnet18"] and "Gemm" in ops["alexnet"]
     assert {"Concat", "Mul", "Add", "AveragePool"} <= ops["densenet_tiny"]
     assert not any("BatchNormalization" in o for o in ops.values())
-
-
-@pytest.fixture(scope="module")
-def arm_app(tmp_path_factory):
-    """The C++ app (examples/cpp/tvm) cross-built for aarch64, and the aarch64 target's emulator."""
-    options = targets.load("aarch64").options
-    emulator = options["emulator"].split()
-    if not shutil.which(emulator[0]):
-        missing(emulator[0], "apt-get install qemu-user-static (make test-tools)")
-    return cross_build(tmp_path_factory.mktemp("cpp-aarch64"), options["cross_compiler"]), emulator
 
 
 def check_aarch64_parity(onnx_path, arm_app, tmp_path):

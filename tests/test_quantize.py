@@ -37,7 +37,7 @@ def axis(node) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def copy_run(run, tmp_path, **data) -> "Path":
+def copy_run(run, tmp_path, **data):
     """A copy of a RUN_DIR whose recipe.yaml data section is updated with `data`."""
     dst = tmp_path / "run"
     shutil.copytree(run, dst)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from edgecnn import checkpoint, finetune, recipe, train
+from edgecnn import checkpoint, recipe, train
 from edgecnn.errors import EdgecnnError
 
 
