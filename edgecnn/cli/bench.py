@@ -43,7 +43,10 @@ def bench_cmd(build_dir, batches, warmup, runs, seconds, threads, compare, out, 
         from edgecnn import rpc as remote
 
         load = remote.bench_loader(build_dir, rpc, key, rpc_timeout, threads, compare)
-        device = f"board '{key or 'the build target'}' of the RPC tracker {rpc}"
+        from edgecnn import manifest
+
+        board = key or manifest.read(build_dir, check_files=False)["target"]["name"]  # rpc's default key
+        device = f"board '{board}' of the RPC tracker {rpc}"
     report = bench.bench(build_dir, int_list(batches), warmup, runs, seconds, threads, compare, out, load=load, device=device)
     console.print(benchreport.table(report))
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")
