@@ -30,6 +30,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-30), 1.0)
 
 
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Percent of samples whose largest logit is the label (nan for no samples)."""
+    return 100.0 * float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Percent of samples on which two outputs pick the same class."""
+    return 100.0 * float((a.argmax(1) == b.argmax(1)).mean())
+
+
 def compare_output(got: np.ndarray, want: np.ndarray, labels: np.ndarray | None = None) -> dict:
     """Parity metrics for one output of N samples (first axis = sample)."""
     if got.shape != want.shape:
@@ -46,8 +56,7 @@ def compare_output(got: np.ndarray, want: np.ndarray, labels: np.ndarray | None 
         m["top1_agreement"] = 100.0 * float(agree.mean())
         m["disagreements"] = int((~agree).sum())
         if labels is not None:
-            m["top1_candidate"] = 100.0 * float((got.argmax(1) == labels).mean())
-            m["top1_reference"] = 100.0 * float((want.argmax(1) == labels).mean())
+            m["top1_candidate"], m["top1_reference"] = top1(got, labels), top1(want, labels)
     return m
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecnn.compare import top1, top1_agreement as agreement
 from edgecnn.errors import EdgecnnError, suggest
 from edgecnn.fileio import atomic_file, write_json
 from edgecnn.quantize import data
-from edgecnn.quantize.data import predict, top1
+from edgecnn.quantize.data import predict
 
 METHODS = ("ptq", "qat", "fp16")
 FORMAT = "edgecnn.quant/1"
@@ -200,10 +201,6 @@ def run_qat(fp32, model, spec, rec, ranges, skip, opts: Options, rep: dict, test
     rep["qat"] = {"epochs": opts.epochs, "lr": lr, "history": history,
                   "fakequant_vs_qdq_agreement": agreement(predict(path, test.x[:1000]), fq)}
     return path
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return 100.0 * float((a.argmax(1) == b.argmax(1)).mean())
 
 
 def finish(path: Path, fp32: Path, rep: dict, test, base) -> None:

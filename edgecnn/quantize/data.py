@@ -86,7 +86,3 @@ def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarr
             if task is not None:
                 bar.update(task, advance=len(c))
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return 100.0 * float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")

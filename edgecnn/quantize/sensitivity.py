@@ -6,12 +6,11 @@ so the layers kept in fp32 are not chosen on the numbers that are reported.
 
 from pathlib import Path
 
-import numpy as np
-
+from edgecnn.compare import top1
 from edgecnn.errors import EdgecnnError
 from edgecnn.progress import progress_bar
 from edgecnn.quantize import ptq
-from edgecnn.quantize.data import Batch, predict, top1
+from edgecnn.quantize.data import Batch, predict
 
 
 def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, scheme: ptq.Scheme, work: Path) -> dict:
@@ -24,8 +23,8 @@ def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, scheme: p
         for lay in layers:
             q = ptq.quantize_onnx(fp32_path, work / "one-layer.onnx", ranges, scheme, only=[lay], work=work)
             logits = predict(q, batch.x)
-            rows.append({"layer": lay.name, "op": lay.op, "top1": top1(logits, batch.labels),
-                         "drop": base_top1 - top1(logits, batch.labels),
+            acc = top1(logits, batch.labels)
+            rows.append({"layer": lay.name, "op": lay.op, "top1": acc, "drop": base_top1 - acc,
                          "flipped": 100.0 * float((logits.argmax(1) != base.argmax(1)).mean())})
             bar.update(task, advance=1, info=lay.name)
     return {"data": batch.described, "fp32_top1": base_top1, "layers": rows}
@@ -61,7 +60,3 @@ def worst(sens: dict, n: int = 10) -> list[dict]:
     names = ranking(sens)[:n]
     rows = {r["layer"]: r for r in sens["layers"]}
     return [rows[k] for k in names]
-
-
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return 100.0 * float((a.argmax(1) == b.argmax(1)).mean())
