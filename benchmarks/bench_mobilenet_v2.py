@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
-from edgecnn import bench, benchreport, checkpoint, compile as compile_mod, export, recipe
-from edgecnn.progress import console
+from edgecnn import bench, compiler, export
+from edgecnn.bench import report as benchreport
+from edgecnn.train import checkpoint, recipe
+from edgecnn.core.progress import console
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGENET = {"input_size": 224, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -31,7 +33,7 @@ def make_build(work: Path) -> Path:
     torch.manual_seed(0)
     work.mkdir(parents=True, exist_ok=True)
     checkpoint.save(work / "model.pt", checkpoint.build_model(spec), spec)
-    return compile_mod.compile(export.export(work), "host", out=build)
+    return compiler.compile_model(export.export(work), "host", out=build)
 
 
 def main() -> None:

@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from edgecnn import bench, checkpoint, compile as compile_mod, export, macs, models, recipe, verify
-from edgecnn.fileio import atomic_file, write_json
-from edgecnn.progress import console
+from edgecnn import bench, compiler, export, models, verify
+from edgecnn.train import checkpoint, recipe
+from edgecnn.export import macs
+from edgecnn.core.fileio import atomic_file, write_json
+from edgecnn.core.progress import console
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "model_table.json"
@@ -51,7 +53,7 @@ def export_untrained(name: str, work: Path) -> Path:
 def latency(onnx_path: Path, est_macs: int) -> dict:
     """TVM host build, then TVM and ONNX Runtime timed side by side; p50 in ms and the ratio."""
     t0 = time.perf_counter()
-    build = compile_mod.compile(onnx_path, "host", out=onnx_path.parent / "build-host-fp32")
+    build = compiler.compile_model(onnx_path, "host", out=onnx_path.parent / "build-host-fp32")
     compile_s = time.perf_counter() - t0
     runs = max(5, min(50, int(20 / max(est_macs / 2e9, 1e-3))))  # untuned TVM: ~2 GMAC/s here
     report = bench.bench(build, [1], warmup=2, runs=runs, threads=THREADS, compare=["onnxruntime"], plot=False)

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecnn import checkpoint, export, recipe
-from edgecnn.progress import console
+from edgecnn.train import checkpoint, recipe
+from edgecnn import export
+from edgecnn.core.progress import console
 from edgecnn.quantize import data, ptq
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,7 +40,7 @@ def imagenet_mobilenet(work: Path) -> tuple[Path, np.ndarray]:
     torch.manual_seed(0)
     checkpoint.save(work / "model.pt", checkpoint.build_model(spec), spec)
     images = np.random.default_rng(0).integers(0, 256, (64, 3, 224, 224), dtype=np.uint8)
-    from edgecnn.datasets import normalize
+    from edgecnn.data import normalize
 
     fp32 = export.export(work, work / "fp32.onnx", batch="dynamic")
     return fp32, normalize(images, IMAGENET["mean"], IMAGENET["std"])
@@ -47,14 +48,14 @@ def imagenet_mobilenet(work: Path) -> tuple[Path, np.ndarray]:
 
 def trained_model(run_dir: Path, work: Path) -> tuple[Path, np.ndarray]:
     _, spec = checkpoint.load(run_dir)
-    calib = data.load(data.recipe(run_dir).data, spec, "val", 0, 512)
+    calib = data.load(data.recipe(run_dir).data, spec, "val", n=512)
     return export.export(run_dir, work / "fp32.onnx", batch="dynamic"), calib.x
 
 
 def variants(fp32: Path, x: np.ndarray, work: Path) -> dict[str, Path]:
     """fp32 and the two Q/DQ forms `edgecnn quantize --form` writes (minmax calibration on `x`)."""
-    symmetric = ptq.calibrate(fp32, x, "minmax", work)
-    asymmetric = ptq.calibrate(fp32, x, "minmax", work, symmetric=False)
+    symmetric = ptq.calibrate(fp32, x, algo="minmax", work=work, form=ptq.Scheme().placement)
+    asymmetric = ptq.calibrate(fp32, x, algo="minmax", work=work, form=ptq.Scheme(form="onnxruntime").placement)
     return {"fp32": fp32,
             "int8 (TensorRT Q/DQ)": ptq.quantize_onnx(fp32, work / "int8-trt.onnx", symmetric, work=work),
             "int8 (ORT CPU Q/DQ)": ptq.quantize_onnx(fp32, work / "int8-ort.onnx", asymmetric,

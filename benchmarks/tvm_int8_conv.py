@@ -1,5 +1,5 @@
 """TVM int8: Q/DQ lowered as float fake-quant (the default) vs the int8-conv rewrite (target option
-`int8_conv: true`, edgecnn/backends/tvm_int8.py), beside fp32 TVM and ONNX Runtime, untuned, batch 1.
+`int8_conv: true`, edgecnn/backends/tvm/int8.py), beside fp32 TVM and ONNX Runtime, untuned, batch 1.
 
     .venv/bin/python benchmarks/tvm_int8_conv.py [--models lenet5_28,mobilenet_v2_28] [--repeats 5]
 
@@ -23,13 +23,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from edgecnn.fileio import write_json  # noqa: E402
-from edgecnn.progress import console  # noqa: E402
+from edgecnn.core.fileio import write_json  # noqa: E402
+from edgecnn.core.progress import console  # noqa: E402
 from tvm_vs_ort import CACHE, MODELS, RESULTS, machine, make_onnx, measure  # noqa: E402
 
 
 def int8_target(path: Path) -> Path:
-    from edgecnn import targets
+    from edgecnn.compiler import targets
 
     raw = targets.load("host").raw
     path.write_text(yaml.safe_dump({**raw, "name": "host-int8conv",
@@ -38,7 +38,8 @@ def int8_target(path: Path) -> Path:
 
 
 def bench_model(name: str, args) -> dict:
-    from edgecnn import compile as compile_mod, manifest
+    from edgecnn import compiler
+    from edgecnn.compiler import manifest
     from edgecnn.backends import tvm as tvm_backend
     from edgecnn.backends.onnxruntime import OrtRunner
     from edgecnn.quantize import quantize
@@ -47,9 +48,9 @@ def bench_model(name: str, args) -> dict:
     work = CACHE / name
     (work / "recipe.yaml").write_text((ROOT / MODELS[name]["recipe"]).read_text())  # calibrates on its val split
     qdq = Path(quantize(work, work / "int8", calib=64, sensitivity=0, limit=500)["files"]["onnx"])
-    builds = {"tvm_fp32": compile_mod.compile(fp32, "host", out=work / "build-fp32", batch=1),
-              "tvm_int8_fakequant": compile_mod.compile(qdq, "host", out=work / "build-int8", batch=1),
-              "tvm_int8_conv": compile_mod.compile(qdq, str(int8_target(work / "host-int8conv.yaml")),
+    builds = {"tvm_fp32": compiler.compile_model(fp32, "host", out=work / "build-fp32", batch=1),
+              "tvm_int8_fakequant": compiler.compile_model(qdq, "host", out=work / "build-int8", batch=1),
+              "tvm_int8_conv": compiler.compile_model(qdq, str(int8_target(work / "host-int8conv.yaml")),
                                                    out=work / "build-int8conv", batch=1)}
     subjects = {"onnxruntime_fp32": OrtRunner(fp32, threads=args.threads),
                 "onnxruntime_int8": OrtRunner(qdq, threads=args.threads),

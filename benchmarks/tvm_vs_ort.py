@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from edgecnn.fileio import write_json  # noqa: E402
-from edgecnn.progress import console  # noqa: E402
+from edgecnn.core.fileio import write_json  # noqa: E402
+from edgecnn.core.progress import console  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".cache" / "tvm_vs_ort"
@@ -45,7 +45,8 @@ def make_onnx(name: str) -> Path:
     """An untrained checkpoint with random BatchNorm statistics, exported at batch 1 (made once)."""
     import torch
 
-    from edgecnn import checkpoint, export, recipe
+    from edgecnn.train import checkpoint, recipe
+    from edgecnn import export
 
     out = CACHE / name / "model.onnx"
     if out.exists():
@@ -66,21 +67,22 @@ def make_onnx(name: str) -> Path:
 
 def builds(name: str, onnx: Path, target: str, trials: int | None, per_task: int | None) -> dict:
     """Untuned and tuned TVM builds of one model for one target; tunes only when no database is there."""
-    from edgecnn import compile as compile_mod, tune, tunedb
-    from edgecnn.errors import EdgecnnError
+    from edgecnn import compiler
+    from edgecnn.backends.tvm import tune, tunedb
+    from edgecnn.core.errors import EdgecnnError
 
     tag = Path(target).stem
     db = CACHE / name / f"tune-{tag}"
     untuned = CACHE / name / f"build-{tag}"
     if not (untuned / "manifest.json").exists():
-        compile_mod.compile(onnx, target, out=untuned)
+        compiler.compile_model(onnx, target, out=untuned)
     try:
         record = tunedb.check(db, tunedb.expected(onnx, *target_and_spec(target), 1))
     except EdgecnnError:
         console.print(f"[bold]{name}[/]: tuning for {tag}, {trials} trials")
         _, record = tune.tune(onnx, target, trials, db, per_task)
     start = time.monotonic()
-    tuned = compile_mod.compile(onnx, target, out=CACHE / name / f"build-{tag}-tuned", tune_db=db)
+    tuned = compiler.compile_model(onnx, target, out=CACHE / name / f"build-{tag}-tuned", tune_db=db)
     return {"untuned": untuned, "tuned": tuned, "compile_with_db_s": round(time.monotonic() - start, 1),
             "trials": record["trials"], "tuning_minutes": round(sum(s["minutes"] for s in record["sessions"]), 1),
             "per_task": record["sessions"][-1]["per_task"], "prepack": record["prepack"],
@@ -88,7 +90,7 @@ def builds(name: str, onnx: Path, target: str, trials: int | None, per_task: int
 
 
 def target_and_spec(target: str):
-    from edgecnn import targets
+    from edgecnn.compiler import targets
     from edgecnn.backends import tvm as tvm_backend
 
     tgt = targets.load(target)
@@ -134,7 +136,7 @@ class OrtNoSpin:
 
 
 def bench_model(name: str, targets_: list[str], args) -> dict:
-    from edgecnn import manifest
+    from edgecnn.compiler import manifest
     from edgecnn.backends import tvm as tvm_backend
     from edgecnn.backends.onnxruntime import OrtRunner
 
@@ -190,7 +192,7 @@ def plot(results: list[dict], path: Path) -> None:
 def machine() -> dict:
     from importlib import metadata
 
-    from edgecnn import tunedb
+    from edgecnn.backends.tvm import tunedb
 
     return {"cpu": tunedb.host_cpu(), "cores": os.cpu_count(), "load_avg_1min_start": os.getloadavg()[0],
             "versions": {p: metadata.version(p) for p in ("onnxruntime", "apache-tvm", "apache-tvm-ffi")}}

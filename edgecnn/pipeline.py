@@ -1,10 +1,11 @@
 """edgecnn run: the whole chain for one recipe and target, with one summary at the end."""
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgecnn import recipe as recipe_mod
-from edgecnn.progress import console
+from edgecnn.train import recipe as recipe_mod
+from edgecnn.core.progress import console
 
 
 class Stages:
@@ -21,10 +22,23 @@ class Stages:
         return result
 
 
-def run(recipe_path: str | Path, target: str = "host", precision: str | None = None, out: str | Path | None = None,
+@dataclass
+class Plan:
+    """One `edgecnn run`: where it works and what every precision's deploy() shares."""
+
+    stage: Stages
+    run_dir: Path
+    onnx_path: Path
+    target: str
+    limit: int | None
+
+
+def run(recipe_path: str | Path, *, target: str = "host", precision: str | None = None, out: str | Path | None = None,
         epochs: int | None = None, limit: int | None = None, reuse: bool = False) -> dict:
     """train -> export -> compile -> verify -> bench -> bundle; returns the summary (also printed as a table)."""
-    from edgecnn import bundle, checkpoint, export, train
+    from edgecnn import export, train
+    from edgecnn.deploy import bundle
+    from edgecnn.train import checkpoint
 
     rec = recipe_mod.load(recipe_path)
     precisions = precision_list(precision, target)
@@ -36,13 +50,13 @@ def run(recipe_path: str | Path, target: str = "host", precision: str | None = N
         metrics = {"test_top1": train.eval_run(run_dir, limit)["top1"]}
     else:
         metrics = stage("train", train.train, rec, run_dir, epochs=epochs, limit=limit)
-    onnx_path = stage("export", export.export, run_dir)
-    first = deploy(stage, run_dir, onnx_path, target, precision, limit, "")
+    plan = Plan(stage, run_dir, stage("export", export.export, run_dir), target, limit)
+    first = deploy(plan, precision, "")
     bundle_path = stage("bundle", bundle.pack, Path(first["build"]))
     summary = {"recipe": rec.name, "model": rec.model.name, "run_dir": str(run_dir), "target": target,
                "precision": precision, "test_top1": metrics["test_top1"], **first, "bundle": str(bundle_path),
                "bundle_bytes": bundle_path.stat().st_size, "seconds": stage.seconds}
-    summary["beside"] = {p: deploy(stage, run_dir, onnx_path, target, p, limit, f" {p}") for p in precisions[1:]}
+    summary["beside"] = {p: deploy(plan, p, f" {p}") for p in precisions[1:]}
     console.print(summary_table(summary))
     if summary["beside"]:
         console.print(side_by_side(summary))
@@ -52,7 +66,7 @@ def run(recipe_path: str | Path, target: str = "host", precision: str | None = N
 def summary_table(s: dict):
     from rich.table import Table
 
-    from edgecnn.tables import fmt
+    from edgecnn.core.progress import fmt
 
     p = s["parity"]
     t = Table(title=f"edgecnn run: {s['recipe']} -> {s['target']} ({s['precision']})", show_header=False)
@@ -77,8 +91,8 @@ REFERENCE = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "fakequant": "fa
 
 def precision_list(precision: str | None, target: str) -> list[str]:
     """'fp32,int8' -> both; None -> the target's precision, and int8 beside it where the target takes int8."""
-    from edgecnn import targets
-    from edgecnn.errors import EdgecnnError
+    from edgecnn.compiler import targets
+    from edgecnn.core.errors import EdgecnnError
 
     if precision:
         wanted = [p.strip() for p in precision.split(",") if p.strip()]
@@ -99,14 +113,15 @@ def quantized(run_dir: Path, limit: int | None) -> Path:
     return Path(rep["files"]["onnx"])
 
 
-def deploy(stage: Stages, run_dir: Path, onnx_path: Path, target: str, precision: str, limit, label: str) -> dict:
+def deploy(plan: Plan, precision: str, label: str) -> dict:
     """One precision of the model: (quantize) -> compile -> verify -> bench; `label` tells the stages apart."""
-    from edgecnn import bench, compile as compile_mod, verify
+    from edgecnn import bench, compiler, verify
 
-    source = stage(f"quantize{label}", quantized, run_dir, limit) if precision == "int8" else onnx_path
-    build = stage(f"compile{label}", compile_mod.compile, source, target, precision,
-                  run_dir / f"build-{target}-{precision}")
-    report = stage(f"verify{label}", verify.verify, build, None, "test", limit)
+    stage = plan.stage
+    source = stage(f"quantize{label}", quantized, plan.run_dir, plan.limit) if precision == "int8" else plan.onnx_path
+    build = stage(f"compile{label}", compiler.compile_model, source, plan.target, precision,
+                  plan.run_dir / f"build-{plan.target}-{precision}")
+    report = stage(f"verify{label}", verify.verify, build, None, data="test", limit=plan.limit)
     latency = bench.build_latency(stage(f"bench{label}", bench.bench, build))
     return {"build": str(build), "parity": verify.summary(report), "latency": latency,
             "onnx_bytes": Path(source).stat().st_size}
@@ -116,7 +131,7 @@ def side_by_side(s: dict):
     """One column per precision: top-1 of the build, drop vs fp32, parity, latency, ONNX size."""
     from rich.table import Table
 
-    from edgecnn.tables import fmt
+    from edgecnn.core.progress import fmt
 
     cols = {s["precision"]: {"parity": s["parity"], "latency": s["latency"], "build": s["build"],
                              "onnx_bytes": s["onnx_bytes"]}, **s["beside"]}

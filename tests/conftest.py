@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+EMULATOR = ("qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu")  # Debian qemu-user-static, aarch64 sysroot
 FASHION = Path(os.environ.get("EDGECNN_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 
 needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
@@ -70,7 +71,8 @@ def has_tool():
 @pytest.fixture(scope="session")
 def lenet_run(tiny_idx, tmp_path_factory) -> Path:
     """A LeNet-5 RUN_DIR trained for 2 epochs on `tiny_idx` (shared, read-only)."""
-    from edgecnn import recipe, train
+    from edgecnn.train import recipe
+    from edgecnn import train
 
     root = tmp_path_factory.mktemp("lenet_run")
     rec = recipe.parse({"name": "tiny", "model": {"name": "lenet5"}, "optim": {"lr": 0.01},
@@ -92,7 +94,7 @@ def mobilenet_run(tmp_path_factory) -> Path:
     """An untrained MobileNet v2 (alpha 0.35) checkpoint with random BatchNorm statistics, so BN folding is visible."""
     import torch
 
-    from edgecnn import checkpoint, recipe
+    from edgecnn.train import checkpoint, recipe
 
     root = tmp_path_factory.mktemp("mnv2")
     rec = recipe.parse({"name": "mnv2", "model": {"name": "mobilenet_v2", "alpha": 0.35}})
@@ -112,21 +114,21 @@ def mobilenet_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lenet_builds(lenet_onnx, tmp_path_factory) -> dict:
     """Builds of `lenet_onnx` by target: 'host' (TVM, batch 1) and 'onnxruntime-cpu' (shared: copy to modify)."""
-    from edgecnn import compile as compile_mod
+    from edgecnn import compiler
 
     root = tmp_path_factory.mktemp("lenet_builds")
-    return {t: compile_mod.compile(lenet_onnx, t, out=root / t) for t in ("host", "onnxruntime-cpu")}
+    return {t: compiler.compile_model(lenet_onnx, t, out=root / t) for t in ("host", "onnxruntime-cpu")}
 
 
 @pytest.fixture(scope="session")
 def arm_app(tmp_path_factory):
-    """edgecnn-tvm-run cross-built for aarch64, and the emulator command line from the aarch64 target."""
+    """edgecnn-tvm-run cross-built for aarch64 (the aarch64 target's cross compiler), and the emulator."""
     from cpp_build import cross_build, missing
 
-    from edgecnn import targets
+    from edgecnn.compiler import targets
 
     options = targets.load("aarch64").options
-    emulator = options["emulator"].split()
+    emulator = list(EMULATOR)
     if not shutil.which(emulator[0]):
         missing(emulator[0], "apt-get install qemu-user-static (make test-tools)")
     return cross_build(tmp_path_factory.mktemp("cpp-aarch64"), options["cross_compiler"]), emulator

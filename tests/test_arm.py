@@ -12,8 +12,10 @@ import pytest
 from conftest import run_cli
 from cpp_build import missing, run_app
 
-from edgecnn import backends, compare, compile as compile_mod, datasets, manifest, targets
-from edgecnn.errors import EdgecnnError
+from edgecnn import backends, compiler, data
+from edgecnn.verify import compare
+from edgecnn.compiler import manifest, targets
+from edgecnn.core.errors import EdgecnnError
 
 pytestmark = pytest.mark.arm
 ARM_TARGETS = ("rpi3", "rpi4", "rpi5", "jetson-cpu", "aarch64")
@@ -24,7 +26,7 @@ EM_AARCH64 = 183  # ELF e_machine of aarch64
 def test_arm_targets_name_cpus_llvm_knows(name):
     from tvm.target import Target, codegen
 
-    from edgecnn.backends.tvm import resolve_target
+    from edgecnn.backends.tvm.build import resolve_target
 
     target = targets.load(name)
     spec = resolve_target(target)
@@ -36,7 +38,7 @@ def test_arm_targets_name_cpus_llvm_knows(name):
 
 
 def test_unknown_mcpu_is_refused(tmp_path):
-    from edgecnn.backends.tvm import resolve_target
+    from edgecnn.backends.tvm.build import resolve_target
 
     raw = targets.load("rpi4").raw
     path = tmp_path / "t.yaml"
@@ -57,7 +59,7 @@ def test_missing_cross_compiler_is_named(lenet_onnx, tmp_path):
 def compile_arm(onnx_path, target, out, batch=1):
     if not shutil.which(targets.load(target).options["cross_compiler"]):
         missing("aarch64-linux-gnu-g++", "apt-get install g++-aarch64-linux-gnu (make test-tools)")
-    return compile_mod.compile(onnx_path, target, out=out, batch=batch)
+    return compiler.compile_model(onnx_path, target, out=out, batch=batch)
 
 
 def test_compile_rpi4_gives_aarch64_library_and_manifest(lenet_onnx, tmp_path):
@@ -90,7 +92,7 @@ def test_lenet_aarch64_under_qemu_matches_pytorch(arm_app, lenet_onnx, tiny_idx,
     """The app reads the IDX test images and preprocesses them itself (mean/std from manifest.json)."""
     app, emulator = arm_app
     build = compile_arm(lenet_onnx, "aarch64", tmp_path / "b")
-    images = datasets.read_idx(tiny_idx / "t10k-images-idx3-ubyte.gz")
+    images = data.read_idx(tiny_idx / "t10k-images-idx3-ubyte.gz")
     (tmp_path / "images.idx").write_bytes(bytes([0, 0, 8, 3]) + b"".join(
         int(d).to_bytes(4, "big") for d in images.shape) + images.tobytes())
     r = run_app(app, build, "--idx", tmp_path / "images.idx", "--count", len(images), "--dump",
@@ -98,7 +100,7 @@ def test_lenet_aarch64_under_qemu_matches_pytorch(arm_app, lenet_onnx, tiny_idx,
     assert r.returncode == 0, r.stderr
     got = np.fromfile(tmp_path / "logits.f32", np.float32).reshape(len(images), -1)
     man = manifest.read(build)
-    want = torch_reference(build, datasets.normalize(images[:, None], man["input"]["mean"], man["input"]["std"]))
+    want = torch_reference(build, data.normalize(images[:, None], man["input"]["mean"], man["input"]["std"]))
     metrics = assert_parity(got, want)
     print(f"lenet5 aarch64 (qemu) vs PyTorch: {metrics['samples']} samples, top-1 agreement "
           f"{metrics['top1_agreement']:.1f}%, max abs {metrics['max_abs']:.3g}, min cosine {metrics['min_cosine']:.9f}")
@@ -115,7 +117,7 @@ def test_mobilenet_aarch64_under_qemu_matches_pytorch(arm_app, mobilenet_run, tm
     build = compile_arm(onnx_path, "aarch64", tmp_path / "b", batch=8)
     man = manifest.read(build)
     shape = man["input"]["shape"][1:]
-    x = datasets.normalize(np.random.default_rng(1).integers(0, 256, (30, *shape), dtype=np.uint8),
+    x = data.normalize(np.random.default_rng(1).integers(0, 256, (30, *shape), dtype=np.uint8),
                            man["input"]["mean"], man["input"]["std"])
     x.tofile(tmp_path / "input.f32")
     r = run_app(app, build, "--raw", tmp_path / "input.f32", "--dump", tmp_path / "logits.f32", emulator=emulator)

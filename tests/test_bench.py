@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from edgecnn import bench, manifest
+from edgecnn import bench
+from edgecnn.compiler import manifest
 from edgecnn.backends import Runner
-from edgecnn.errors import EdgecnnError
+from edgecnn.backends.base import MIN_RUNS
+from edgecnn.core.errors import EdgecnnError
 
 STAT_FIELDS = {"batch", "runs", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",
                "throughput_ips", "times_ms"}
@@ -32,7 +34,7 @@ def check_stats(s: dict, runs: int, batch: int) -> None:
 
 
 def test_bench_batches_compare_memory_and_manifest(ort_build, tmp_path):
-    report = bench.bench(ort_build, [1, 4], warmup=2, runs=15, threads=1, compare=["torch"], out=tmp_path / "b.json")
+    report = bench.bench(ort_build, batches=[1, 4], warmup=2, runs=15, threads=1, compare=["torch"], out=tmp_path / "b.json")
     for name in ("onnxruntime", "torch"):
         r = report["results"][name]
         for b in (1, 4):
@@ -67,7 +69,7 @@ def test_cli_bench_tvm_host_vs_onnxruntime(host_build):
 def test_seconds_budget_runs_at_least_the_minimum(ort_build, tmp_path):
     report = bench.bench(ort_build, warmup=0, seconds=0.01, threads=1, out=tmp_path / "b.json", plot=False)
     s = report["results"]["onnxruntime"]["batches"]["1"]
-    assert s["runs"] >= bench.MIN_RUNS and report["settings"]["seconds"] == 0.01
+    assert s["runs"] >= MIN_RUNS and report["settings"]["seconds"] == 0.01
 
 
 class FixedClockRunner(Runner):
@@ -79,7 +81,7 @@ class FixedClockRunner(Runner):
     def __init__(self, times_ns):
         self.times_ns = times_ns
 
-    def time_runs(self, x, warmup, runs, seconds):
+    def time_runs(self, x, *, warmup, runs, seconds, tick=None):
         return self.times_ns
 
     def memory(self):

@@ -7,16 +7,17 @@ import tarfile
 import pytest
 from conftest import ROOT, run_cli
 
-from edgecnn import bench, bundle, verify
-from edgecnn.errors import EdgecnnError
-from edgecnn.fileio import sha256
+from edgecnn import bench, verify
+from edgecnn.deploy import bundle
+from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.fileio import sha256
 
 
 @pytest.fixture(scope="module")
 def host_bundle(lenet_builds, tmp_path_factory):
     """A TVM host bundle of a build that was verified and benchmarked first."""
     build = shutil.copytree(lenet_builds["host"], tmp_path_factory.mktemp("bundle") / "build")
-    verify.verify(build, "torch", "test")
+    verify.verify(build, "torch", data="test")
     bench.bench(build, runs=10, warmup=1, threads=1, plot=False)
     return bundle.pack(build)
 
@@ -168,8 +169,8 @@ def test_cpp_host_app_matches_python_runtime(tvm_app, host_bundle, tiny_idx, tmp
     import numpy as np
     from PIL import Image
 
-    from edgecnn import runtime
-    from edgecnn.datasets import read_idx
+    from edgecnn.deploy import runtime
+    from edgecnn.data import read_idx
 
     folder = tmp_path / "bundle"
     bundle.unpack(host_bundle, folder)

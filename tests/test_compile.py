@@ -3,14 +3,15 @@ import json
 import pytest
 from conftest import run_cli
 
-from edgecnn import compile as compile_mod, manifest
-from edgecnn.errors import EdgecnnError
-from edgecnn.fileio import sha256
+from edgecnn import compiler
+from edgecnn.compiler import manifest
+from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.fileio import sha256
 
 
 @pytest.mark.parametrize("target,artifact", [("host", "model.so"), ("onnxruntime-cpu", "model.onnx")])
 def test_build_directory_and_manifest(lenet_onnx, tmp_path, target, artifact):
-    build = compile_mod.compile(lenet_onnx, target, out=tmp_path / "b")
+    build = compiler.compile_model(lenet_onnx, target, out=tmp_path / "b")
     man = json.loads((build / "manifest.json").read_text())
     assert man["format"] == "edgecnn.build" and man["precision"] == "fp32" and man["target"]["name"] == target
     assert man["artifact"]["file"] == artifact and man["input"]["shape"] == [1, 1, 28, 28]
@@ -24,7 +25,7 @@ def test_build_directory_and_manifest(lenet_onnx, tmp_path, target, artifact):
 
 
 def test_tampered_build_is_refused(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
+    build = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
     data = bytearray((build / "model.onnx").read_bytes())
     data[-1] ^= 0xFF
     (build / "model.onnx").write_bytes(bytes(data))
@@ -71,7 +72,7 @@ def test_dynamic_batch_tvm_build(lenet_onnx, tmp_path):
 
     from edgecnn import backends
 
-    build = compile_mod.compile(lenet_onnx, "host", out=tmp_path / "b", batch=None)
+    build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b", batch=None)
     man = manifest.read(build)
     assert man["artifact"]["batch"] is None
     with backends.require("tvm").load(build, man) as runner:

@@ -3,15 +3,17 @@ import onnx
 import pytest
 import torch
 
-from edgecnn import checkpoint, export, onnxmeta
+from edgecnn.train import checkpoint
+from edgecnn import export
+from edgecnn.core import onnx_utils
 from edgecnn.backends.onnxruntime import OrtRunner
-from edgecnn.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError
 
 
 def test_lenet_export_metadata_and_dynamic_batch(lenet_run, lenet_onnx):
     model = onnx.load(str(lenet_onnx))
     onnx.checker.check_model(model, full_check=True)
-    meta = onnxmeta.read(model)
+    meta = onnx_utils.read_meta(model)
     assert meta["model"]["name"] == "lenet5" and meta["input"]["shape"] == [1, 28, 28]
     assert meta["input"]["mean"] == [0.2] and meta["classes"] == ["0", "1", "2", "3"]
     assert meta["checkpoint"] == str((lenet_run / "model.pt").resolve())

@@ -5,8 +5,10 @@ import pytest
 from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecnn import checkpoint, export, macs, recipe
-from edgecnn.errors import EdgecnnError
+from edgecnn.train import checkpoint, recipe
+from edgecnn import export
+from edgecnn.export import macs
+from edgecnn.core.errors import EdgecnnError
 
 # LeNet-5 on 28x28 with 4 classes: conv 6@5x5 (padded to 28x28), conv 16@5x5 (10x10), fc 400-120-84-4
 LENET_MACS = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 4

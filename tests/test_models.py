@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from edgecnn import models
-from edgecnn.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError
 from edgecnn.models.layers import InvertedResidual, make_divisible
 
 # Published ImageNet-layout parameter counts (224x224x3, 1000 classes).

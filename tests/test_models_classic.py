@@ -10,9 +10,11 @@ import torch.nn as nn
 
 from cpp_build import run_app
 
-from edgecnn import (backends, checkpoint, compare, compile as compile_mod, export, manifest, models, recipe,
-                     verify)
-from edgecnn.errors import EdgecnnError
+from edgecnn import backends, compiler, export, models, verify
+from edgecnn.train import checkpoint, recipe
+from edgecnn.verify import compare
+from edgecnn.compiler import manifest
+from edgecnn.core.errors import EdgecnnError
 from edgecnn.models.densenet import DenseLayer, DenseNet, Transition
 from edgecnn.models.googlenet import Inception
 from edgecnn.models.layers import StandaloneBatchNorm2d
@@ -144,7 +146,7 @@ WIDTH = 0.125
 def tiny_densenet():
     """DenseNet with 2-layer blocks (densenet121's blocks, transitions and BN-as-Mul/Add in seconds)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models._REGISTRY, "densenet_tiny", lambda **cfg: DenseNet((2, 2, 2, 2), **cfg))
+        mp.setitem(models.registry._REGISTRY, "densenet_tiny", lambda **cfg: DenseNet((2, 2, 2, 2), **cfg))
         yield
 
 
@@ -189,8 +191,8 @@ def exported(tmp_path_factory, tiny_densenet):
 
 
 def check_parity(onnx_path, target, out):
-    build = compile_mod.compile(onnx_path, target, out=out)
-    report = verify.verify(build, "torch", "random", 16)
+    build = compiler.compile_model(onnx_path, target, out=out)
+    report = verify.verify(build, "torch", data="random", limit=16)
     logits = report["outputs"]["logits"]
     assert report["passed"] and logits["max_abs"] <= 1e-4 and logits["min_cosine"] >= 0.99999
     assert logits["samples"] == 16 and logits["top1_agreement"] == 100.0
@@ -234,7 +236,7 @@ def test_exported_graphs_hold_the_classic_operators(exported):
 def check_aarch64_parity(onnx_path, arm_app, tmp_path):
     """Cross-compile for aarch64 (an ARM ELF), run it under qemu with the C++ app, compare with PyTorch."""
     app, emulator = arm_app
-    build = compile_mod.compile(onnx_path, "aarch64", out=tmp_path / "b")
+    build = compiler.compile_model(onnx_path, "aarch64", out=tmp_path / "b")
     head = (build / "model.so").read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
     man = manifest.read(build)

@@ -1,6 +1,6 @@
 from conftest import run_cli
 
-from edgecnn import opcheck
+from edgecnn.verify import opcheck
 
 
 def test_operator_matrix_api():
@@ -26,7 +26,7 @@ def test_unsupported_op_is_reported_not_hidden(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "op.onnx"))
     (tmp_path / "tvm").mkdir()
     x = np.ones((1, 1, 4, 4), np.uint8)
-    result = opcheck.check("tvm", tmp_path / "op.onnx", x, np.full((1, 1, 2, 2), 9, np.int32), tmp_path / "tvm")
+    result = opcheck.check("tvm", tmp_path / "op.onnx", x, np.full((1, 1, 2, 2), 9, np.int32), work=tmp_path / "tvm")
     assert result["status"] == "unsupported" and "ConvInteger" in result["detail"]
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from onnx import helper, numpy_helper
 
-from edgecnn import qdqlint
+from edgecnn.backends.tensorrt import qdqlint
 
 # TensorRT's placement: Q/DQ after the activation, not between Conv and it; biases stay float
 EXCLUDE_OUTPUTS = {"OpTypesToExcludeOutputQuantization": ["Conv", "Gemm"], "QuantizeBias": False}
@@ -30,11 +30,11 @@ class Block(nn.Module):
 
 @pytest.fixture(scope="session")
 def fp32_onnx(tmp_path_factory):
-    from edgecnn.export import _torch_export
+    from edgecnn.export import torch_export
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("qdq") / "block.onnx"
-    _torch_export(Block().eval(), torch.randn(1, 1, 16, 16), 18, False, path)
+    torch_export(Block().eval(), torch.randn(1, 1, 16, 16), opset=18, dynamic=False, path=path)
     return path
 
 

@@ -9,8 +9,10 @@ import yaml
 from conftest import run_cli
 from onnx import TensorProto, numpy_helper
 
-from edgecnn import checkpoint, compile as compile_mod, models, onnxmeta, verify
-from edgecnn.errors import EdgecnnError
+from edgecnn.train import checkpoint
+from edgecnn import compiler, models, verify
+from edgecnn.core import onnx_utils
+from edgecnn.core.errors import EdgecnnError
 from edgecnn.quantize import quantize
 from edgecnn.quantize.ptq import mse_threshold
 
@@ -82,7 +84,7 @@ def test_per_channel_qdq_follows_tensorrt_rules(lenet_int8):
     for relu in (n for n in model.graph.node if n.op_type == "Relu"):
         assert prod[relu.input[0]].op_type in ("Conv", "Gemm")  # no Q/DQ between a layer and its ReLU
     assert model.opset_import[0].version == 17
-    meta = onnxmeta.read(model)
+    meta = onnx_utils.read_meta(model)
     assert meta["precision"] == "int8" and meta["quantization"]["per_channel"] and meta["checkpoint"]
     saved = json.loads((out / "quant.json").read_text())
     assert saved["accuracy"]["int8"] == rep["accuracy"]["int8"] > 60
@@ -129,7 +131,7 @@ def test_mobilenet_residual_adds_and_depthwise_scales(mnv2_run, tmp_path):
 @pytest.mark.parametrize("target", ["host", "onnxruntime-cpu"])
 def test_int8_build_verifies_against_fakequant_and_fp32(lenet_int8, tmp_path, target):
     _, out = lenet_int8
-    build = compile_mod.compile(out / "model.int8.onnx", target, "int8", tmp_path / "b")
+    build = compiler.compile_model(out / "model.int8.onnx", target, "int8", tmp_path / "b")
     report = verify.verify(build)
     m = report["outputs"]["logits"]
     assert report["passed"] and report["against"] == "fakequant" and m["top1_agreement"] >= 99.5
@@ -145,7 +147,7 @@ def test_fp16_keeps_float32_io_or_not(lenet_run, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     assert abs(rep["accuracy"]["drop"]) < 1 and rep["accuracy"]["agreement"] >= 99
-    build = compile_mod.compile(tmp_path / "a" / "model.fp16.onnx", "onnxruntime-cpu", out=tmp_path / "b")
+    build = compiler.compile_model(tmp_path / "a" / "model.fp16.onnx", "onnxruntime-cpu", out=tmp_path / "b")
     assert verify.verify(build)["passed"]
     quantize(lenet_run, tmp_path / "c", method="fp16", keep_io_fp32=False)
     model = onnx.load(str(tmp_path / "c" / "model.fp16.onnx"))
@@ -221,7 +223,7 @@ def no_weights_model():
 
     models.register(test_pool_only)
     yield "test_pool_only"
-    models._REGISTRY.pop("test_pool_only")
+    models.registry._REGISTRY.pop("test_pool_only")
 
 
 def test_model_without_quantizable_layer(lenet_run, tmp_path, no_weights_model):

@@ -1,8 +1,8 @@
 import pytest
 from conftest import ROOT, run_cli
 
-from edgecnn import recipe
-from edgecnn.errors import EdgecnnError
+from edgecnn.train import recipe
+from edgecnn.core.errors import EdgecnnError
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from edgecnn import backends, compile as compile_mod, manifest, rpc
-from edgecnn.errors import EdgecnnError
+from edgecnn import backends, compiler
+from edgecnn.compiler import manifest
+from edgecnn.backends.tvm import rpc
+from edgecnn.core.errors import EdgecnnError
 
 KEY = "loopback"
 
@@ -65,7 +67,7 @@ def farm():
 
 @pytest.fixture(scope="module")
 def host_build(lenet_onnx, tmp_path_factory):
-    return compile_mod.compile(lenet_onnx, "host", out=tmp_path_factory.mktemp("rpc") / "build-host")
+    return compiler.compile_model(lenet_onnx, "host", out=tmp_path_factory.mktemp("rpc") / "build-host")
 
 
 def test_remote_run_matches_local_run(farm, host_build):

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from edgecnn import bundle, checkpoint, runtime
-from edgecnn.datasets import load_idx_split, normalize
-from edgecnn.errors import EdgecnnError
+from edgecnn.deploy import bundle, runtime
+from edgecnn.train import checkpoint
+from edgecnn.data import load_idx_split, normalize
+from edgecnn.core.errors import EdgecnnError
 
 TARGETS = ("host", "onnxruntime-cpu")
 

@@ -1,8 +1,8 @@
 import pytest
 from conftest import run_cli
 
-from edgecnn import targets
-from edgecnn.errors import EdgecnnError
+from edgecnn.compiler import targets
+from edgecnn.core.errors import EdgecnnError
 
 
 def test_every_shipped_target_parses():

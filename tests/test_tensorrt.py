@@ -14,11 +14,14 @@ import pytest
 from conftest import ROOT, run_cli
 from test_qdqlint import fp32_onnx, good  # noqa: F401 (fixtures)
 
-from edgecnn import compile as compile_mod, manifest, targets
-from edgecnn.backends import tensorrt, trt_compat, trt_onnx
-from edgecnn.errors import EdgecnnError
+from edgecnn import compiler
+from edgecnn.compiler import manifest, targets
+from edgecnn.backends import tensorrt
+from edgecnn.backends.tensorrt import compat as trt_compat, device, onnx as trt_onnx
+from edgecnn.core import onnx_utils
+from edgecnn.core.errors import EdgecnnError
 
-TRT_MISSING = tensorrt.available()
+TRT_MISSING = tensorrt.backend.available()
 
 
 def needs_trt(test):
@@ -54,10 +57,11 @@ def lenet_qdq(lenet_onnx, tmp_path_factory):
 
 def test_imports_lazily_and_says_what_to_install():
     code = ("import sys; sys.modules['tensorrt'] = None\n"
-            "import edgecnn.backends.tensorrt as t, edgecnn.backends.trt_compat, edgecnn.qdqlint, edgecnn.cli.trt\n"
+            "import edgecnn.backends.tensorrt as t, edgecnn.backends.tensorrt.compat, edgecnn.cli.compile\n"
+            "from edgecnn.core.errors import MissingDependency\n"
             "assert 'tensorrt' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
-            "print(t.available())\n"
-            "try:\n    t.load('x', {'artifact': {}})\nexcept t.MissingDependency as e:\n    print('load:', e)\n")
+            "print(t.backend.available())\n"
+            "try:\n    t.backend.load('x', {'artifact': {}})\nexcept MissingDependency as e:\n    print('load:', e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     first, second = r.stdout.splitlines()
@@ -88,7 +92,7 @@ def test_jetson_is_an_alias_of_orin_and_listed_once():
     ("nvidia-gpu", "local", "local", 20, ["fp32", "fp16", "int8"], None)])
 def test_tensorrt_targets_state_their_platform(name, version, sm, max_opset, precisions, dla_cores):
     t = targets.load(name)
-    cfg = tensorrt.target_config(t.raw)
+    cfg = device.target_config(t.raw)
     assert (t.backend, t.device, t.precisions) == ("tensorrt", "cuda", precisions)
     assert (str(cfg["version"]), str(cfg["sm"]), cfg["max_opset"]) == (version, sm, max_opset)
     assert (cfg["dla"] or {}).get("cores") == dla_cores and cfg["workspace_mib"] > 0
@@ -109,16 +113,16 @@ def test_bad_alias_files(tmp_path, monkeypatch, files, message):
 
 # ---- what each TensorRT generation has, its builder settings and its trtexec command ----
 
-@pytest.mark.parametrize("version,batch_flag,precision_flags,pool,level,v3,skip", [
-    ("8.2.1.8", True, True, False, False, False, "--buildOnly"),
-    ("8.5.2.2", True, True, True, False, True, "--buildOnly"),
-    ("8.6.1", True, True, True, True, True, "--skipInference"),
-    ("10.3.0.30", False, True, True, True, True, "--skipInference"),
-    ("11.1.0", False, False, True, True, True, "--skipInference")])
-def test_generation_table(version, batch_flag, precision_flags, pool, level, v3, skip):
+@pytest.mark.parametrize("version,batch_flag,precision_flags,pool,level,skip", [
+    ("8.2.1.8", True, True, False, False, "--buildOnly"),
+    ("8.5.2.2", True, True, True, False, "--buildOnly"),
+    ("8.6.1", True, True, True, True, "--skipInference"),
+    ("10.3.0.30", False, True, True, True, "--skipInference"),
+    ("11.1.0", False, False, True, True, "--skipInference")])
+def test_generation_table(version, batch_flag, precision_flags, pool, level, skip):
     g = trt_compat.generation(version)
-    assert (g.explicit_batch_flag, g.precision_flags, g.memory_pool, g.optimization_level, g.tensor_api,
-            g.skip_inference_flag) == (batch_flag, precision_flags, pool, level, v3, skip)
+    assert (g.explicit_batch_flag, g.precision_flags, g.memory_pool, g.optimization_level,
+            g.skip_inference_flag) == (batch_flag, precision_flags, pool, level, skip)
 
 
 @pytest.mark.parametrize("version", ["8.0.1", "7.2", "ten"])
@@ -129,8 +133,10 @@ def test_old_or_bad_versions_refused(version):
 
 def settings(target, precision, version=None, batch=1, dla_core=None):
     cfg = targets.load(target).raw["tensorrt"]
-    profile = trt_compat.profile_shapes("input", [1, 28, 28], batch, cfg["dynamic_batch"], dynamic_input=True)
-    return trt_compat.settings_for(version or cfg["version"], cfg, target, precision, profile, dla_core, "t.cache")
+    profile = trt_compat.profile_shapes("input", [1, 28, 28], batch, dynamic_batch=cfg["dynamic_batch"],
+                                        dynamic_input=True)
+    return trt_compat.settings_for(version or cfg["version"], cfg, target_name=target, precision=precision,
+                                   profile=profile, dla_core=dla_core, timing_cache="t.cache")
 
 
 def command(target, precision, version=None, batch=1, dla_core=None):
@@ -204,15 +210,15 @@ ORIN = {"tensorrt": "10.3.0.30", "gpu": "Orin", "sm": "8.7"}
     ("nvidia-gpu", {"tensorrt": "8.6.1", "gpu": "NVIDIA A10", "sm": "8.6"}, "takes TensorRT 10 or 11"),
     ("nvidia-gpu", {"tensorrt": "11.1.0", "gpu": "NVIDIA H100", "sm": "9.0"}, None)])
 def test_which_machine_can_build_a_target(target, local, message):
-    reason = tensorrt.mismatch(targets.load(target).raw["tensorrt"], target, local)
+    reason = device.mismatch(targets.load(target).raw["tensorrt"], target, local)
     assert (reason is None) if message is None else message in reason
 
 
 def test_engine_from_another_tensorrt_or_gpu_is_refused():
-    tensorrt.check_engine(dict(ORIN), dict(ORIN))
+    device.check_engine(dict(ORIN), dict(ORIN))
     for change in ({"tensorrt": "10.3.1"}, {"sm": "7.2"}):
         with pytest.raises(EdgecnnError, match="not portable. Rebuild it here: edgecnn build BUILD_DIR --force"):
-            tensorrt.check_engine({**ORIN, **change}, ORIN)
+            device.check_engine({**ORIN, **change}, ORIN)
 
 
 # ---- build directories made here, without a GPU ----
@@ -223,13 +229,13 @@ def compile_cli(onnx_path, target, out, *extra):
 
 
 def model_chw(model) -> list[int]:
-    return trt_onnx.input_info(model)[1]
+    return onnx_utils.input_info(model)[1]
 
 
 def check_build_dir(out: Path, man: dict, precision: str, max_opset: int):
     model = onnx.load(str(out / "model.onnx"))
     onnx.checker.check_model(model, full_check=True)
-    assert trt_onnx.opset_of(model) <= max_opset
+    assert onnx_utils.opset_of(model) <= max_opset
     assert man["backend"] == "tensorrt" and man["precision"] == precision
     assert man["target"]["tensorrt"]["max_opset"] == max_opset
     assert man["input"]["shape"][1:] == model_chw(model) and man["labels"] and man["input"]["mean"]
@@ -264,7 +270,7 @@ def test_nano_gets_opset_13(lenet_onnx, mobilenet_run, tmp_path):
         r, man = compile_cli(src, "jetson-nano", tmp_path / name, "--precision", "fp16")
         assert r.returncode == 0, r.stderr
         model, art, s = check_build_dir(tmp_path / name, man, "fp16", 13)
-        assert trt_onnx.opset_of(model) == 13 and art["opset"]["source"] == 18
+        assert onnx_utils.opset_of(model) == 13 and art["opset"]["source"] == 18
         assert "--workspace=256" in s["trtexec"] and "--buildOnly" in s["trtexec"]
         trt_onnx.same_outputs(onnx.load(str(src)), model, "test")
 
@@ -305,7 +311,7 @@ def test_qdq_mobilenet_block_lowers_to_17(good):
 
 
 def qdqlint_clean(model, max_opset) -> bool:
-    from edgecnn import qdqlint
+    from edgecnn.backends.tensorrt import qdqlint
 
     return qdqlint.lint(model, max_opset) == []
 
@@ -321,7 +327,7 @@ def test_unlowerable_model_names_the_fix(lenet_onnx):
 
 
 def test_fp16_onnx_for_tensorrt_11_keeps_fp32_io(lenet_onnx):
-    half = trt_onnx.fp16_model(onnx.load(str(lenet_onnx)))
+    half = onnx_utils.to_fp16(onnx.load(str(lenet_onnx)))
     onnx.checker.check_model(half, full_check=True)
     import onnxruntime as ort
 
@@ -329,17 +335,17 @@ def test_fp16_onnx_for_tensorrt_11_keeps_fp32_io(lenet_onnx):
     want, got = (ort.InferenceSession(m.SerializeToString()).run(None, {"input": x})[0]
                  for m in (onnx.load(str(lenet_onnx)), half))
     assert got.dtype == np.float32 and np.abs(got - want).max() < 1e-2 * max(1.0, np.abs(want).max())
-    assert trt_onnx.is_fp16(half) and half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert onnx_utils.is_fp16(half) and half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
 @pytest.mark.skipif(TRT_MISSING is None, reason="TensorRT and a GPU are present")
 def test_build_and_verify_say_what_is_missing(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "jetson", out=tmp_path / "b")
+    build = compiler.compile_model(lenet_onnx, "jetson", out=tmp_path / "b")
     for args in (("build", build), ("verify", build, "--data", "random", "--limit", "4")):
         r = run_cli(*args)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "pip install 'edgecnn[tensorrt]'" in r.stderr
-    host = compile_mod.compile(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "h")
+    host = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "h")
     r = run_cli("build", host)
     assert r.returncode == 1 and "is a onnxruntime build: only TensorRT builds" in r.stderr
 
@@ -375,7 +381,7 @@ def test_gpu_build_and_verify(lenet_onnx, lenet_qdq, tmp_path, precision):
     from edgecnn import verify
 
     src = lenet_qdq if precision == "int8" else lenet_onnx
-    build = compile_mod.compile(src, "nvidia-gpu", precision, tmp_path / "b", batch=None)
+    build = compiler.compile_model(src, "nvidia-gpu", precision, tmp_path / "b", batch=None)
     man = manifest.read(build)
     record = man["artifact"]["engine"]
     assert record["tensorrt"] and record["sm"] and (build / "model.engine").is_file() and "model.engine" in man["files"]
@@ -385,7 +391,7 @@ def test_gpu_build_and_verify(lenet_onnx, lenet_qdq, tmp_path, precision):
 
 @needs_trt
 def test_gpu_edgecnn_build_records_and_reuses(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "nvidia-gpu", "fp16", tmp_path / "b", batch=None)
+    build = compiler.compile_model(lenet_onnx, "nvidia-gpu", "fp16", tmp_path / "b", batch=None)
     art = manifest.read(build)["artifact"]
     (build / "model.engine").unlink()
     manifest.update(build, artifact={**art, "engine": None})
@@ -400,28 +406,28 @@ def test_gpu_edgecnn_build_records_and_reuses(lenet_onnx, tmp_path):
 
 @needs_trt
 def test_gpu_foreign_engine_never_reaches_the_deserializer(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "nvidia-gpu", "fp32", tmp_path / "b")
+    build = compiler.compile_model(lenet_onnx, "nvidia-gpu", "fp32", tmp_path / "b")
     art = manifest.read(build)["artifact"]
     (build / "model.engine").write_bytes(b"not an engine")  # the deserializer would fail differently
     manifest.update(build, artifact={**art, "engine": {**art["engine"], "tensorrt": "8.2.1.8"}})
     with pytest.raises(EdgecnnError, match="TensorRT engines are not portable"):
-        tensorrt.load(build, manifest.read(build))
+        tensorrt.backend.load(build, manifest.read(build))
 
 
 @needs_trt
 def test_gpu_dynamic_batch_runner_matches_onnxruntime(lenet_onnx, tmp_path):
     from edgecnn.backends.onnxruntime import OrtRunner
 
-    build = compile_mod.compile(lenet_onnx, "nvidia-gpu", "fp32", tmp_path / "b", batch=None)
+    build = compiler.compile_model(lenet_onnx, "nvidia-gpu", "fp32", tmp_path / "b", batch=None)
     x = np.random.default_rng(0).standard_normal((300, 1, 28, 28)).astype(np.float32)  # > profile max 256
-    with tensorrt.load(build, manifest.read(build)) as runner:
+    with tensorrt.backend.load(build, manifest.read(build)) as runner:
         got = runner.run(x)["logits"]
     assert np.abs(got - OrtRunner(lenet_onnx).run(x)["logits"]).max() < 1e-3
 
 
 @needs_trt
 def test_gpu_operator_matrix():
-    from edgecnn import opcheck
+    from edgecnn.verify import opcheck
 
     matrix = opcheck.run_matrix(backend_names=["tensorrt"])
     assert not [op for op, row in matrix.items() if row["tensorrt"]["status"] == "FAIL"]

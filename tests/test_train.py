@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import run_cli
 
-from edgecnn import checkpoint, recipe, train
-from edgecnn.errors import EdgecnnError
+from edgecnn import train
+from edgecnn.train import checkpoint, engine, recipe
+from edgecnn.core.errors import EdgecnnError
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def test_one_epoch_smoke_loss_falls(tiny_run):
     torch.manual_seed(rec.seed)
     untrained, _, _ = train.build(rec, 4, list("abcd"))
     data = train.load_data(rec)
-    before = train.evaluate(untrained, data.test, rec.data.mean, rec.data.std, torch.device("cpu"))
+    before = engine.evaluate(untrained, data.test, rec.data.mean, rec.data.std, device=torch.device("cpu"))
     assert metrics["test_loss"] < before["loss"] - 0.3
     assert metrics["test_top1"] > 60.0
     assert {p.name for p in run.iterdir()} == {"model.pt", "recipe.yaml", "metrics.json", "curves.png"}
@@ -104,7 +105,7 @@ def test_cuda_device_refused_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     with pytest.raises(EdgecnnError, match="no CUDA device"):
-        train.pick_device("cuda")
+        engine.pick_device("cuda")
 
 
 def test_tiny_limit_trains(tiny_recipe, tmp_path):

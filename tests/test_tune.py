@@ -7,9 +7,11 @@ import pytest
 from conftest import run_cli
 from test_rpc import KEY, farm  # noqa: F401,F811  (the loopback tracker + RPC server fixture)
 
-from edgecnn import compile as compile_mod, manifest, tune, tunedb, verify
-from edgecnn.errors import EdgecnnError
-from edgecnn.fileio import sha256
+from edgecnn import compiler, verify
+from edgecnn.compiler import manifest
+from edgecnn.backends.tvm import tune, tunedb
+from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.fileio import sha256
 
 TRIALS = 8
 
@@ -44,7 +46,7 @@ def test_compile_applies_database_and_build_keeps_parity(tuned, lenet_onnx, tmp_
     tuning = manifest.read(out)["artifact"]["tuning"]
     assert tuning["db"] == str(tuned.resolve()) and tuning["trials"] >= TRIALS
     assert tuning["kernels_from_db"] == tuning["kernels"] > 0  # every kernel got its tuned schedule
-    summary = verify.summary(verify.verify(out, "torch", "test", 64))
+    summary = verify.summary(verify.verify(out, "torch", data="test", limit=64))
     assert summary["passed"] and summary["top1_agreement"] == 100.0
 
 
@@ -66,7 +68,7 @@ def edited_copy(db, tmp_path, edit):
 def test_mismatched_database_is_refused_without_a_build(tuned, lenet_onnx, tmp_path, edit, reason):
     db = edited_copy(tuned, tmp_path, edit)
     with pytest.raises(EdgecnnError, match="re-tune") as error:
-        compile_mod.compile(lenet_onnx, "host", out=tmp_path / "build", tune_db=db)
+        compiler.compile_model(lenet_onnx, "host", out=tmp_path / "build", tune_db=db)
     assert str(error.value).startswith(f"tuning database {db} was tuned ")
     assert reason in str(error.value) and not (tmp_path / "build").exists()
 
@@ -81,23 +83,23 @@ def test_cli_refuses_another_cpus_database_in_one_line(tuned, lenet_onnx, tmp_pa
 
 def test_not_a_database_is_refused(lenet_onnx, tmp_path):
     with pytest.raises(EdgecnnError, match="is not an edgecnn tuning database"):
-        compile_mod.compile(lenet_onnx, "host", out=tmp_path / "b", tune_db=tmp_path)
+        compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b", tune_db=tmp_path)
 
 
 def test_tune_refuses_what_it_cannot_tune(lenet_onnx, tmp_path):
     with pytest.raises(EdgecnnError, match="edgecnn tune tunes TVM targets"):
-        tune.tune(lenet_onnx, "onnxruntime-cpu", 4, tmp_path / "db")
+        tune.tune(lenet_onnx, "onnxruntime-cpu", trials=4, db=tmp_path / "db")
     with pytest.raises(EdgecnnError, match="tuned on the board itself: pass --rpc"):
-        tune.tune(lenet_onnx, "rpi4", 4, tmp_path / "db")
+        tune.tune(lenet_onnx, "rpi4", trials=4, db=tmp_path / "db")
     with pytest.raises(EdgecnnError, match="no ONNX model"):
-        tune.tune(tmp_path / "missing.onnx", "host", 4)
+        tune.tune(tmp_path / "missing.onnx", "host", trials=4)
     assert not (tmp_path / "db").exists()
 
 
 def test_missing_search_dependency_names_the_extra(lenet_onnx, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "xgboost", None)  # `import xgboost` now fails
     with pytest.raises(EdgecnnError, match=r"xgboost .*pip install 'edgecnn\[tvm\]'"):
-        tune.tune(lenet_onnx, "host", 4, tmp_path / "db")
+        tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db")
 
 
 def test_budget_gives_every_kernel_a_first_round():
@@ -110,10 +112,10 @@ def test_budget_gives_every_kernel_a_first_round():
 def test_tuning_measures_on_a_board_through_the_rpc_tracker(farm,  # noqa: F811
                                                              lenet_onnx, tmp_path):
     """The loopback device farm of test_rpc: MetaSchedule's RPCRunner measures every candidate there."""
-    db, record = tune.tune(lenet_onnx, "host", 4, tmp_path / "db", rpc=farm[0], key=KEY)
+    db, record = tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db", rpc=farm[0], key=KEY)
     assert record["measured_on"] == {"rpc": farm[0], "key": KEY} and record["cpu"]["board_key"] == KEY
     session = record["sessions"][0]
     assert session["trials"] == 4 and session["failed"] == 0 and session["estimate_ms"] > 0
     with pytest.raises(EdgecnnError, match=f"no board with key '{KEY}x'"):
-        tune.tune(lenet_onnx, "host", 4, tmp_path / "db2", rpc=farm[0], key=KEY + "x")
+        tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
     assert not (tmp_path / "db2").exists()

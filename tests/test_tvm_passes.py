@@ -5,8 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from edgecnn import export, targets
-from edgecnn.backends import tvm as tvm_backend, tvm_int8, tvm_passes
+from edgecnn import export
+from edgecnn.compiler import targets
+from edgecnn.backends import tvm as tvm_backend
+from edgecnn.backends.tvm import int8 as tvm_int8, passes as tvm_passes
 from edgecnn.backends.onnxruntime import OrtRunner
 
 
@@ -14,7 +16,7 @@ def run_tvm(mod, x):
     import tvm
     from tvm import relax
 
-    spec = tvm_backend.resolve_target(targets.load("host"))
+    spec = tvm_backend.build.resolve_target(targets.load("host"))
     vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(spec)), tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
@@ -34,7 +36,7 @@ def x28():
 
 
 def test_relu6_rewrite_lets_nhwc_flow_and_keeps_the_result(mobilenet_onnx, x28):
-    imported = tvm_backend.import_onnx(mobilenet_onnx, 1)
+    imported = tvm_backend.build.import_onnx(mobilenet_onnx, 1)
     assert "call_tir(maximum" in ops(imported)  # what the ONNX frontend makes of Clip
     nhwc = tvm_passes.convert_layout(imported, "NHWC")
     assert "call_tir(" not in ops(nhwc) and ops(nhwc).count("R.permute_dims(") == 2  # input + classifier
@@ -44,10 +46,10 @@ def test_relu6_rewrite_lets_nhwc_flow_and_keeps_the_result(mobilenet_onnx, x28):
 
 
 def test_unknown_layout_is_refused(mobilenet_onnx):
-    from edgecnn.errors import EdgecnnError
+    from edgecnn.core.errors import EdgecnnError
 
     with pytest.raises(EdgecnnError, match="layout 'NCHW16c' is not one of NCHW, NHWC"):
-        tvm_passes.convert_layout(tvm_backend.import_onnx(mobilenet_onnx, 1), "NCHW16c")
+        tvm_passes.convert_layout(tvm_backend.build.import_onnx(mobilenet_onnx, 1), "NCHW16c")
 
 
 def quantize(onnx_path, out, symmetric=True):
@@ -73,8 +75,8 @@ def test_symmetric_qdq_convs_become_int8_convs_with_the_same_result(mobilenet_on
 
     qdq = quantize(mobilenet_onnx, tmp_path / "q.onnx")
     n_conv = sum(n.op_type == "Conv" for n in onnx.load(str(qdq)).graph.node)
-    fake = tvm_backend.import_onnx(qdq, 1)
-    real = tvm_int8.qdq_to_int8_conv(tvm_backend.import_onnx(qdq, 1))
+    fake = tvm_backend.build.import_onnx(qdq, 1)
+    real = tvm_int8.qdq_to_int8_conv(tvm_backend.build.import_onnx(qdq, 1))
     assert tvm_int8.count_int8_convs(fake) == 0 and tvm_int8.count_int8_convs(real) == n_conv > 0
     assert re.search(r'R\.nn\.conv2d\(lv\w*, metadata\["ir\.GenericConst"\]\[\d+\], .*out_dtype="int32"', ops(real))
     got, want = run_tvm(real, x28), OrtRunner(qdq).run(x28)["logits"]  # ORT runs Q/DQ convs in int8 too
@@ -84,4 +86,4 @@ def test_symmetric_qdq_convs_become_int8_convs_with_the_same_result(mobilenet_on
 
 def test_asymmetric_activations_stay_fake_quant(mobilenet_onnx, tmp_path):
     qdq = quantize(mobilenet_onnx, tmp_path / "q.onnx", symmetric=False)  # uint8 with zero points
-    assert tvm_int8.count_int8_convs(tvm_int8.qdq_to_int8_conv(tvm_backend.import_onnx(qdq, 1))) == 0
+    assert tvm_int8.count_int8_convs(tvm_int8.qdq_to_int8_conv(tvm_backend.build.import_onnx(qdq, 1))) == 0

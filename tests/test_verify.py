@@ -6,14 +6,14 @@ import pytest
 from conftest import run_cli
 from onnx import numpy_helper
 
-from edgecnn import compile as compile_mod, verify
-from edgecnn.errors import EdgecnnError
+from edgecnn import compiler, verify
+from edgecnn.core.errors import EdgecnnError
 
 
 @pytest.mark.parametrize("target", ["host", "onnxruntime-cpu"])
 def test_parity_passes_and_is_recorded(lenet_onnx, tmp_path, target):
-    build = compile_mod.compile(lenet_onnx, target, out=tmp_path / "b")
-    report = verify.verify(build, "torch", "test")
+    build = compiler.compile_model(lenet_onnx, target, out=tmp_path / "b")
+    report = verify.verify(build, "torch", data="test")
     out = report["outputs"]["logits"]
     assert report["passed"] and out["samples"] == 200
     assert out["max_abs"] <= 1e-4 and out["top1_agreement"] == 100.0
@@ -37,9 +37,9 @@ def perturb(onnx_path, out_path, conv_index=1, delta=0.5):
 @pytest.mark.parametrize("target", ["host", "onnxruntime-cpu"])
 def test_broken_artifact_fails_and_localiser_names_the_node(lenet_onnx, tmp_path, target):
     bad_node = perturb(lenet_onnx, tmp_path / "perturbed.onnx")
-    build = compile_mod.compile(tmp_path / "perturbed.onnx", target, out=tmp_path / "b")
+    build = compiler.compile_model(tmp_path / "perturbed.onnx", target, out=tmp_path / "b")
     with pytest.raises(verify.ParityError) as err:
-        verify.verify(build, "torch", "test")
+        verify.verify(build, "torch", data="test")
     loc = err.value.report["localization"]
     assert loc["node"] == bad_node and loc["op"] == "Conv"
     assert bad_node in str(err.value) and "worst sample" in str(err.value)
@@ -48,7 +48,7 @@ def test_broken_artifact_fails_and_localiser_names_the_node(lenet_onnx, tmp_path
 
 def test_cli_verify_failure_exits_nonzero(lenet_onnx, tmp_path):
     perturb(lenet_onnx, tmp_path / "perturbed.onnx", conv_index=0)
-    build = compile_mod.compile(tmp_path / "perturbed.onnx", "onnxruntime-cpu", out=tmp_path / "b")
+    build = compiler.compile_model(tmp_path / "perturbed.onnx", "onnxruntime-cpu", out=tmp_path / "b")
     r = run_cli("verify", build, "--report", tmp_path / "r.json")
     assert r.returncode == 1 and "parity failed" in r.stderr and "FAIL" in r.stdout
     assert json.loads((tmp_path / "r.json").read_text())["localization"]["op"] == "Conv"
@@ -56,15 +56,16 @@ def test_cli_verify_failure_exits_nonzero(lenet_onnx, tmp_path):
 
 def test_tolerance_override(lenet_onnx, tmp_path):
     perturb(lenet_onnx, tmp_path / "p.onnx", delta=1e-3)
-    build = compile_mod.compile(tmp_path / "p.onnx", "onnxruntime-cpu", out=tmp_path / "b")
+    build = compiler.compile_model(tmp_path / "p.onnx", "onnxruntime-cpu", out=tmp_path / "b")
     with pytest.raises(verify.ParityError):
-        verify.verify(build, "torch", "random", limit=16, localize=False)
-    assert verify.verify(build, "torch", "random", limit=16, max_abs=1.0, min_cosine=0.9)["passed"]
+        verify.verify(build, "torch", data="random", limit=16, localize=False)
+    assert verify.verify(build, "torch", data="random", limit=16, max_abs=1.0, min_cosine=0.9)["passed"]
 
 
 def test_wrong_input_shape(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "host", out=tmp_path / "b")
-    from edgecnn import backends, manifest
+    build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b")
+    from edgecnn import backends
+    from edgecnn.compiler import manifest
 
     man = manifest.read(build)
     with backends.require("tvm").load(build, man) as runner, pytest.raises(EdgecnnError, match="does not fit"):
@@ -83,13 +84,13 @@ def test_non_image_model_is_refused(tmp_path):
 
 
 def test_against_onnxruntime_and_random_data(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "host", out=tmp_path / "b")
-    report = verify.verify(build, "onnxruntime", "random", limit=8)
+    build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b")
+    report = verify.verify(build, "onnxruntime", data="random", limit=8)
     assert report["passed"] and report["outputs"]["logits"]["samples"] == 8
     assert "top1_candidate" not in report["outputs"]["logits"]
 
 
 def test_bad_data_spec(lenet_onnx, tmp_path):
-    build = compile_mod.compile(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
+    build = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
     with pytest.raises(EdgecnnError, match="--data"):
         verify.verify(build, data="fashion-mnist:everything")

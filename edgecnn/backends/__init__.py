@@ -1,35 +1,41 @@
-"""Backends behind one small interface (Polygraphy style: a loader makes a runner).
+"""Backends behind one interface (edgecnn.backends.base): found by name, imported on first use.
 
-Each backend is one module, found by name and imported on first use, with three functions:
+    backend = backends.require("onnxruntime")       # or get(): without checking it can run here
+    artifact = backend.compile(onnx_path, target, precision, out_dir, batch=1)
+    with backend.load(build_dir, manifest) as runner:
+        outputs = runner.run(x)                      # {output name: array}
 
-    available() -> str | None            None when usable here, else the reason (e.g. the extra to install)
-    compile(onnx_path, target, precision, out_dir, **opts) -> dict
-                                         write the artifact into out_dir; return what load() needs
-    load(build_dir, manifest, **opts) -> Runner
-
-A Runner is a context manager with `run(x) -> {output name: array}` for a batch `x` (float32 NCHW).
-verify and bench use only this interface, so they never special-case a backend.
+verify, bench and localize use only this interface and `reference` (what a build is compared with),
+so they never special-case a backend. Each backend module holds `backend`, an instance of its Backend.
 """
 
 import importlib
-from types import ModuleType
+from importlib import metadata
 
-import numpy as np
+from edgecnn.backends.base import Backend, QdqForm, Runner, run_batches
+from edgecnn.core.errors import EdgecnnError, suggest
 
-from edgecnn.errors import EdgecnnError, suggest
+__all__ = ["Backend", "QdqForm", "Runner", "run_batches", "get", "require", "names", "availability",
+           "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
 
-MODULES = {"torch": "edgecnn.backends.torch_backend", "onnxruntime": "edgecnn.backends.onnxruntime",
+MODULES = {"torch": "edgecnn.backends.pytorch", "onnxruntime": "edgecnn.backends.onnxruntime",
            "tvm": "edgecnn.backends.tvm", "tensorrt": "edgecnn.backends.tensorrt"}
+CORE_PACKAGES = ("edgecnn", "torch", "onnx", "onnxruntime", "numpy")
+DEFAULT_QDQ_FORM = "tensorrt"  # TensorRT's placement, which ONNX Runtime and TVM run too
 
 
-def get(name: str) -> ModuleType:
+def names() -> list[str]:
+    return list(MODULES)
+
+
+def get(name: str) -> Backend:
     if name not in MODULES:
         raise EdgecnnError(f"unknown backend '{name}'{suggest(name, MODULES)}")
-    return importlib.import_module(MODULES[name])
+    return importlib.import_module(MODULES[name]).backend
 
 
-def require(name: str) -> ModuleType:
-    """The backend module, or EdgecnnError with the reason it cannot run here."""
+def require(name: str) -> Backend:
+    """The backend, or EdgecnnError with the reason it cannot run here."""
     backend = get(name)
     reason = backend.available()
     if reason:
@@ -41,44 +47,26 @@ def availability() -> dict[str, str | None]:
     return {name: get(name).available() for name in MODULES}
 
 
-class Runner:
-    """Base runner: subclasses set input_name/output_names/batch and write `_run`."""
+def tool_versions() -> dict:
+    """Versions of the packages every build depends on and of each backend's, where installed."""
+    import platform
 
-    name = "runner"
-    input_name = "input"
-    output_names: list[str] = ["logits"]
-    batch: int | None = None  # fixed batch of the artifact, None when dynamic
-    input_shape: list | None = None  # C, H, W the artifact takes
+    out = {"python": platform.python_version()}
+    for package in dict.fromkeys([*CORE_PACKAGES, *(p for n in MODULES for p in get(n).packages)]):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.input_shape and list(x.shape[1:]) != list(self.input_shape):
-            raise EdgecnnError(f"input shape {list(x.shape)} does not fit this model: it takes "
-                               f"N x {' x '.join(map(str, self.input_shape))} ({self.name})")
-        if self.batch is None or len(x) == self.batch:
-            return self._run(x)
-        return self._run_in_chunks(x)
 
-    def _run_in_chunks(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Fixed-batch artifacts: run chunks of `batch`, padding the last one."""
-        parts: dict[str, list] = {}
-        for i in range(0, len(x), self.batch):
-            chunk = x[i:i + self.batch]
-            n = len(chunk)
-            if n < self.batch:
-                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), np.float32)])
-            for k, v in self._run(chunk).items():
-                parts.setdefault(k, []).append(v[:n])
-        return {k: np.concatenate(v) for k, v in parts.items()}
+def qdq_forms() -> dict[str, QdqForm]:
+    """The Q/DQ forms edgecnn quantize writes, named after the backend whose int8 kernels want them."""
+    return {n: get(n).qdq_form for n in MODULES if get(n).qdq_form}
 
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError
 
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+def qdq_form(name: str) -> QdqForm:
+    forms = qdq_forms()
+    if name not in forms:
+        raise EdgecnnError(f"--form {name}: unknown{suggest(name, forms)}")
+    return forms[name]

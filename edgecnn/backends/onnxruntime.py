@@ -5,19 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.backends import Runner
-from edgecnn.errors import EdgecnnError, MissingDependency
+from edgecnn.backends.base import Backend, QdqForm, Runner
+from edgecnn.core.errors import EdgecnnError, MissingDependency
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
-
-
-def available() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return str(MissingDependency("onnxruntime", "onnxruntime"))
-    return None
 
 
 class OrtRunner(Runner):
@@ -37,6 +29,7 @@ class OrtRunner(Runner):
             raise EdgecnnError(f"ONNX Runtime cannot load {onnx_path}: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.input_shape = inp.shape[1:] if all(isinstance(d, int) for d in inp.shape[1:]) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -45,16 +38,32 @@ class OrtRunner(Runner):
         return dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
 
 
-def compile(onnx_path, target, precision, out_dir: Path, **opts) -> dict:
-    """ONNX Runtime runs the ONNX itself: the artifact is the build's model.onnx, checked to load."""
-    dest = Path(out_dir) / "model.onnx"
-    if Path(onnx_path).resolve() != dest.resolve():
-        shutil.copyfile(onnx_path, dest)
-    OrtRunner(dest)
-    return {"file": dest.name}
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    matrix_target = "onnxruntime-cpu"
+    # ONNX Runtime's own CPU recipe: uint8 activations with zero points, Q/DQ after every op, so its fused
+    # int8 kernels take the graph
+    qdq_form = QdqForm(symmetric=False, op_types=None)
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return str(MissingDependency("onnxruntime"))
+        return None
+
+    def compile(self, onnx_path, target, precision, out_dir, *, batch=1, **opts) -> dict:
+        """ONNX Runtime runs the ONNX itself: the artifact is the build's model.onnx, checked to load."""
+        dest = Path(out_dir) / "model.onnx"
+        if Path(onnx_path).resolve() != dest.resolve():
+            shutil.copyfile(onnx_path, dest)
+        OrtRunner(dest)
+        return {"file": dest.name}
+
+    def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> OrtRunner:
+        options = manifest["target"].get("options") or {}
+        return OrtRunner(Path(build_dir) / manifest["artifact"]["file"], threads or options.get("threads", 0),
+                         options.get("providers"), options.get("graph_optimization_level", "all"))
 
 
-def load(build_dir, manifest: dict, threads: int | None = None, **opts) -> OrtRunner:
-    options = manifest["target"].get("options", {})
-    return OrtRunner(Path(build_dir) / manifest["artifact"]["file"], threads or options.get("threads", 0),
-                     options.get("providers"), options.get("graph_optimization_level", "all"))
+backend = OnnxRuntimeBackend()

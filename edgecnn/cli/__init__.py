@@ -10,20 +10,20 @@ import sys
 import click
 
 from edgecnn import __version__
-from edgecnn.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError
 
 # verb -> module holding a click command of the same name; listed in pipeline order
 COMMANDS = {
     "train": "edgecnn.cli.train",
     "eval": "edgecnn.cli.train",
     "quantize": "edgecnn.cli.quantize",
-    "export": "edgecnn.cli.build",
-    "compile": "edgecnn.cli.build",
+    "export": "edgecnn.cli.export",
+    "info": "edgecnn.cli.export",
+    "compile": "edgecnn.cli.compile",
+    "targets": "edgecnn.cli.compile",
     "tune": "edgecnn.cli.tune",
-    "build": "edgecnn.cli.trt",
-    "verify": "edgecnn.cli.build",
-    "targets": "edgecnn.cli.build",
-    "info": "edgecnn.cli.info",
+    "build": "edgecnn.cli.compile",
+    "verify": "edgecnn.cli.verify",
     "bench": "edgecnn.cli.bench",
     "bundle": "edgecnn.cli.bundle",
     "run": "edgecnn.cli.run",
@@ -41,7 +41,7 @@ class LazyGroup(click.Group):
 
     def resolve_command(self, ctx, args):
         if args and args[0] not in COMMANDS and not args[0].startswith("-"):
-            from edgecnn.errors import suggest
+            from edgecnn.core.errors import suggest
 
             raise click.UsageError(f"unknown command '{args[0]}'{suggest(args[0], COMMANDS)}")
         return super().resolve_command(ctx, args)

@@ -2,7 +2,7 @@
 
 import click
 
-from edgecnn.progress import console
+from edgecnn.core.progress import console
 
 
 def int_list(value: str | None) -> list[int] | None:
@@ -33,20 +33,16 @@ def int_list(value: str | None) -> list[int] | None:
 @click.option("--key", default=None, help="the board's tracker key (default: the build's target name)")
 @click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds to wait for the tracker")
-def bench_cmd(build_dir, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout):
+def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout):
     """Measure a build's latency per batch size (mean, p50/p90/p99, min, stddev, throughput, memory)."""
-    from edgecnn import bench, benchreport
+    from edgecnn import bench
+    from edgecnn.bench import report as benchreport
 
     compare = [c.strip() for c in compare.split(",") if c.strip()]
     load = device = None
     if rpc or key:
-        from edgecnn import rpc as remote
-
-        load = remote.bench_loader(build_dir, rpc, key, rpc_timeout, threads, compare)
-        from edgecnn import manifest
-
-        board = key or manifest.read(build_dir, check_files=False)["target"]["name"]  # rpc's default key
-        device = f"board '{board}' of the RPC tracker {rpc}"
-    report = bench.bench(build_dir, int_list(batches), warmup, runs, seconds, threads, compare, out, load=load, device=device)
+        load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare)
+    report = bench.bench(build_dir, batches=int_list(batches), warmup=warmup, runs=runs, seconds=seconds,
+                         threads=threads, compare=compare, out=out, load=load, device=device)
     console.print(benchreport.table(report))
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")

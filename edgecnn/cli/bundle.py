@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from edgecnn.progress import console
+from edgecnn.core.progress import console
 
 
 @click.command("bundle")
@@ -14,7 +14,7 @@ from edgecnn.progress import console
 @click.option("--unpack", is_flag=True, help="PATH is a bundle: check it (links, paths, sha256) and unpack it")
 def bundle_cmd(path, out, unpack):
     """Pack a build into one deployable file: artifact, manifest (input spec, labels, accuracy, latency), README."""
-    from edgecnn import bundle
+    from edgecnn.deploy import bundle
 
     if unpack:
         dest = Path(out) if out else Path(path.removesuffix(bundle.SUFFIX).removesuffix(".tar.gz") + ".unpacked")

@@ -2,7 +2,8 @@
 
 import click
 
-from edgecnn.progress import console
+from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_forms
+from edgecnn.core.progress import console
 
 
 @click.command("quantize")
@@ -13,7 +14,7 @@ from edgecnn.progress import console
 @click.option("--algo", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
               show_default=True, help="activation range calibration")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="weight scales")
-@click.option("--form", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
+@click.option("--form", type=click.Choice(sorted(qdq_forms())), default=DEFAULT_QDQ_FORM, show_default=True,
               help="Q/DQ form: TensorRT's rules (runs everywhere), or ONNX Runtime's CPU recipe (fast on ORT CPU, "
                    "refused by TensorRT)")
 @click.option("--skip", multiple=True, metavar="LAYER", help="keep a layer (or module prefix) in fp32; repeatable")
@@ -27,7 +28,7 @@ from edgecnn.progress import console
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (TensorRT 8.5 takes <= 17)")
 @click.option("--limit", type=int, default=None, help="first N test (and QAT train) images: a quick trial")
 @click.option("--out", default=None, help="output folder (default RUN_DIR)")
-def quantize_cmd(run_dir, method, calib, algo, per_channel, form, skip, auto, max_drop, sensitivity, epochs, lr, fp16_io,
+def quantize_cmd(run_dir, *, method, calib, algo, per_channel, form, skip, auto, max_drop, sensitivity, epochs, lr, fp16_io,
                  opset, limit, out):
     """Quantize a trained RUN_DIR: model.int8.onnx (Q/DQ for TensorRT, ONNX Runtime, TVM) or model.fp16.onnx,
     with fp32 vs quantized test top-1, per-layer sensitivity (quant.json, quant-sensitivity.png)."""
@@ -45,7 +46,7 @@ def quantize_cmd(run_dir, method, calib, algo, per_channel, form, skip, auto, ma
     if rep.get("note"):
         console.print(rep["note"])
     lint = rep.get("tensorrt_lint") or []
-    if lint and form != "tensorrt":
+    if lint and form != DEFAULT_QDQ_FORM:
         console.print(f"the {form} form is not for TensorRT ({len(lint)} Q/DQ lint findings in quant.json)")
     elif lint:
         more = f" (and {len(lint) - 1} more in quant.json)" if len(lint) > 1 else ""

@@ -12,8 +12,8 @@ import click
 @click.option("--epochs", type=int, default=None, help="override schedule.epochs")
 @click.option("--limit", type=int, default=None, help="first N images of each split (a quick trial)")
 @click.option("--reuse", is_flag=True, help="keep RUN_DIR's trained model.pt instead of training again")
-def run_cmd(recipe_path, target, precision, out, epochs, limit, reuse):
+def run_cmd(recipe_path, *, target, precision, out, epochs, limit, reuse):
     """The whole pipeline for a recipe: train, export, compile for TARGET, verify, bench, bundle; one summary."""
     from edgecnn import pipeline
 
-    pipeline.run(recipe_path, target, precision, out, epochs, limit, reuse)
+    pipeline.run(recipe_path, target=target, precision=precision, out=out, epochs=epochs, limit=limit, reuse=reuse)

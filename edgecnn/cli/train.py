@@ -2,7 +2,7 @@
 
 import click
 
-from edgecnn.progress import console
+from edgecnn.core.progress import console
 
 
 @click.command("train")
@@ -11,9 +11,10 @@ from edgecnn.progress import console
 @click.option("--epochs", type=int, default=None, help="override schedule.epochs")
 @click.option("--limit", type=int, default=None, help="use only the first N images of each split")
 @click.option("--device", default="auto", help="auto | cpu | cuda[:N]")
-def train_cmd(recipe_path, out, epochs, limit, device):
+def train_cmd(recipe_path, *, out, epochs, limit, device):
     """Train a model from a recipe; writes model.pt, recipe.yaml, metrics.json, curves.png."""
-    from edgecnn import recipe, train
+    from edgecnn.train import recipe
+    from edgecnn import train
 
     rec = recipe.load(recipe_path)
     out = out or f"runs/{rec.name}"

@@ -2,7 +2,7 @@
 
 import click
 
-from edgecnn.progress import console
+from edgecnn.core.progress import console
 
 
 @click.command("tune")
@@ -19,12 +19,20 @@ from edgecnn.progress import console
 @click.option("--key", default=None, help="the board's tracker key (with --rpc)")
 @click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds to wait for the tracker")
-def tune_cmd(onnx_path, target, trials, db, per_task, batch, no_prepack, rpc, key, rpc_timeout):
+def tune_cmd(onnx_path, target, *, trials, db, per_task, batch, no_prepack, rpc, key, rpc_timeout):
     """Tune a model's kernels for a target with MetaSchedule; compile --tune-db DIR applies the result."""
-    from edgecnn import tune
+    from edgecnn import backends
+    from edgecnn.compiler import targets
+    from edgecnn.core.errors import EdgecnnError
 
-    path, record = tune.tune(onnx_path, target, trials, db, per_task, rpc, key, batch, not no_prepack,
-                             rpc_timeout)
+    tgt = targets.load(target)
+    backend = backends.get(tgt.backend)
+    if not backend.tunable:
+        tunable = [t.name for t in targets.all_targets() if backends.get(t.backend).tunable]
+        raise EdgecnnError(f"target '{tgt.name}' uses {tgt.backend}, which has nothing to tune: edgecnn tune "
+                           f"tunes {', '.join(tunable)}")
+    path, record = backend.tune(onnx_path, target, trials=trials, db=db, per_task=per_task, rpc=rpc, key=key,
+                                batch=batch, prepack=not no_prepack, timeout=rpc_timeout)
     last = record["sessions"][-1]
     console.print(f"tuned {last['kernels']} kernels with {last['trials']} trials in {last['minutes']:.1f} min "
                   f"(kernel time estimate {last['estimate_ms']:.3f} ms); database {path} "

@@ -11,14 +11,14 @@ pools to 1x1 instead of 6x6, so its first linear layer takes 256 inputs instead 
 
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import Backbone, ConvAct, MlpHead, make_divisible, stride_schedule
 
 __all__ = ["AlexNet", "alexnet"]
 
 
 class AlexNet(Backbone):
-    def __init__(self, num_classes=1000, in_channels=3, input_size=224, strides=None, width=1.0,
+    def __init__(self, num_classes=1000, in_channels=3, *, input_size=224, strides=None, width=1.0,
                  dropout=0.5):
         super().__init__()
         small = stride_schedule(input_size, strides) == "small"
@@ -27,13 +27,13 @@ class AlexNet(Backbone):
             if small and i == 0:
                 s, p = 1, k // 2
             cout = make_divisible(c * width)
-            layers = [ConvAct(cin, cout, k, s, p)]
+            layers = [ConvAct(cin, cout, k, s, padding=p)]
             if pool:
                 layers.append(nn.MaxPool2d(3, 2, padding=1 if small else 0))
             blocks.append(nn.Sequential(*layers))
             cin = cout
         self.features = nn.Sequential(*blocks)
-        self.head = MlpHead(cin, 1 if small else 6, make_divisible(4096 * width), num_classes, dropout)
+        self.head = MlpHead(cin, 1 if small else 6, make_divisible(4096 * width), num_classes, dropout=dropout)
 
 
 # c, k, s, p, pool: output channels, kernel, stride, padding, 3x3/2 max pool after (ImageNet layout)

@@ -15,7 +15,7 @@ the parameter count is the ImageNet layout's. `width` scales the growth rate and
 import torch
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import (Backbone, Classifier, ConvBnAct, StandaloneBatchNorm2d, make_divisible,
                                    stride_schedule)
 
@@ -49,7 +49,7 @@ class Transition(nn.Sequential):
 
 
 class DenseNet(Backbone):
-    def __init__(self, block_config=(6, 12, 24, 16), growth=32, num_classes=1000, in_channels=3,
+    def __init__(self, block_config=(6, 12, 24, 16), growth=32, num_classes=1000, in_channels=3, *,
                  input_size=224, strides=None, width=1.0, bn_size=4, compression=0.5, dropout=0.0):
         super().__init__()
         small = stride_schedule(input_size, strides) == "small"

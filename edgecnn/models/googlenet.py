@@ -11,7 +11,7 @@ strides change, so the parameter count is the ImageNet layout's. `width` scales 
 import torch
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import Backbone, Classifier, ConvBnAct, make_divisible, stride_schedule
 
 __all__ = ["GoogLeNet", "Inception", "googlenet"]
@@ -20,7 +20,8 @@ __all__ = ["GoogLeNet", "Inception", "googlenet"]
 class Inception(nn.Module):
     """Four parallel branches concatenated: 1x1 | 1x1 -> 3x3 | 1x1 -> k5 x k5 | 3x3 max pool -> 1x1."""
 
-    def __init__(self, cin, c1, c3r, c3, c5r, c5, pool_proj, k5=3):
+    def __init__(self, cin, widths: tuple, *, k5=3):
+        c1, c3r, c3, c5r, c5, pool_proj = widths
         super().__init__()
         self.branches = nn.ModuleList([
             ConvBnAct(cin, c1, 1),
@@ -34,7 +35,7 @@ class Inception(nn.Module):
 
 
 class GoogLeNet(Backbone):
-    def __init__(self, num_classes=1000, in_channels=3, input_size=224, strides=None, width=1.0,
+    def __init__(self, num_classes=1000, in_channels=3, *, input_size=224, strides=None, width=1.0,
                  dropout=0.2, k5=3):
         super().__init__()
         small = stride_schedule(input_size, strides) == "small"
@@ -47,7 +48,7 @@ class GoogLeNet(Backbone):
             if i:
                 blocks.append(pool3x3() if i == 1 else nn.MaxPool2d(2, 2, ceil_mode=True))
             for row in stage:
-                blocks.append(Inception(cin, *map(ch, row), k5=k5))
+                blocks.append(Inception(cin, tuple(map(ch, row)), k5=k5))
                 cin = blocks[-1].out_channels
         self.features = nn.Sequential(*blocks)
         self.head = Classifier(cin, num_classes, dropout)

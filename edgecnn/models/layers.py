@@ -37,7 +37,7 @@ def activation(name: str) -> nn.Module:
 class ConvBnAct(nn.Sequential):
     """Conv -> BatchNorm -> activation (activation None = linear, as in MobileNet v2's projection)."""
 
-    def __init__(self, cin, cout, kernel=3, stride=1, groups=1, act: str | None = "relu"):
+    def __init__(self, cin, cout, kernel=3, stride=1, *, groups=1, act: str | None = "relu"):
         layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
                   nn.BatchNorm2d(cout)]
         if act:
@@ -56,7 +56,7 @@ class DepthwiseSeparable(nn.Sequential):
 class InvertedResidual(nn.Module):
     """MobileNet v2 block: 1x1 expand (t), 3x3 depthwise, linear 1x1 projection; residual when shapes match."""
 
-    def __init__(self, cin, cout, stride, expand, act="relu6"):
+    def __init__(self, cin, cout, stride, expand, *, act="relu6"):
         super().__init__()
         hidden = int(round(cin * expand))
         layers = [ConvBnAct(cin, hidden, 1, act=act)] if expand != 1 else []
@@ -88,7 +88,7 @@ def stride_schedule(input_size: int, strides: str | None) -> str:
 class ConvAct(nn.Sequential):
     """Conv (with bias, no BatchNorm) -> ReLU: the AlexNet and plain VGG convolution."""
 
-    def __init__(self, cin, cout, kernel=3, stride=1, padding=None):
+    def __init__(self, cin, cout, kernel=3, stride=1, *, padding=None):
         padding = (kernel - 1) // 2 if padding is None else padding
         super().__init__(nn.Conv2d(cin, cout, kernel, stride, padding), nn.ReLU())
 
@@ -113,7 +113,7 @@ class MlpHead(nn.Sequential):
     """AlexNet/VGG classifier: average pool to grid x grid -> flatten -> (dropout -> linear -> ReLU) x 2
     -> linear."""
 
-    def __init__(self, cin, grid, hidden, num_classes, dropout=0.5):
+    def __init__(self, cin, grid, hidden, num_classes, *, dropout=0.5):
         super().__init__(nn.AdaptiveAvgPool2d(grid), nn.Flatten(),
                          nn.Dropout(dropout), nn.Linear(cin * grid * grid, hidden), nn.ReLU(),
                          nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(),

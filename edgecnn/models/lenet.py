@@ -7,14 +7,14 @@ conv is padded by 2, which gives the 32x32 geometry of the paper. `act`/`pool` s
 
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import Backbone, POOLS, activation
 
 __all__ = ["LeNet5", "lenet5"]
 
 
 class LeNet5(Backbone):
-    def __init__(self, num_classes=10, in_channels=1, input_size=28, act="relu", pool="max"):
+    def __init__(self, num_classes=10, in_channels=1, *, input_size=28, act="relu", pool="max"):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool '{pool}' not in {sorted(POOLS)}")

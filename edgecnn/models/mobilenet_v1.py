@@ -7,7 +7,7 @@ total stride is 8 instead of 32: 28x28 -> 4x4 before the pool, like 224x224 -> 7
 
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import Backbone, Classifier, ConvBnAct, DepthwiseSeparable, stride_schedule
 
 __all__ = ["MobileNetV1", "mobilenet_v1"]
@@ -18,7 +18,7 @@ ARCH = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 class MobileNetV1(Backbone):
-    def __init__(self, num_classes=1000, in_channels=3, alpha=1.0, input_size=224, strides=None,
+    def __init__(self, num_classes=1000, in_channels=3, *, alpha=1.0, input_size=224, strides=None,
                  dropout=0.0):
         super().__init__()
         small = stride_schedule(input_size, strides) == "small"

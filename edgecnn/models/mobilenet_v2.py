@@ -7,7 +7,7 @@ total stride is 8 instead of 32: 28x28 -> 4x4 before the pool, like 224x224 -> 7
 
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import (Backbone, Classifier, ConvBnAct, InvertedResidual, make_divisible,
                                    stride_schedule)
 
@@ -19,7 +19,7 @@ ARCH = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1
 
 
 class MobileNetV2(Backbone):
-    def __init__(self, num_classes=1000, in_channels=3, alpha=1.0, input_size=224, strides=None,
+    def __init__(self, num_classes=1000, in_channels=3, *, alpha=1.0, input_size=224, strides=None,
                  dropout=0.2):
         super().__init__()
         small = stride_schedule(input_size, strides) == "small"

@@ -10,7 +10,7 @@ so the parameter count is the ImageNet layout's. `width` scales every channel co
 import torch
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import Backbone, Classifier, ConvBnAct, make_divisible, stride_schedule
 
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet34"]
@@ -31,7 +31,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(Backbone):
-    def __init__(self, depths=(2, 2, 2, 2), num_classes=1000, in_channels=3, input_size=224, strides=None,
+    def __init__(self, depths=(2, 2, 2, 2), num_classes=1000, in_channels=3, *, input_size=224, strides=None,
                  width=1.0, dropout=0.0):
         super().__init__()
         small = stride_schedule(input_size, strides) == "small"

@@ -11,7 +11,7 @@ instead of 32, 28x28 -> 3x3 and 32x32 -> 4x4 before the head. The head then pool
 
 import torch.nn as nn
 
-from edgecnn.models import register
+from edgecnn.models.registry import register
 from edgecnn.models.layers import Backbone, ConvAct, MlpHead, make_divisible, stride_schedule
 
 __all__ = ["VGG", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"]
@@ -24,7 +24,7 @@ def conv3x3(cin: int, cout: int, batch_norm: bool) -> nn.Sequential:
 
 
 class VGG(Backbone):
-    def __init__(self, config="A", batch_norm=False, num_classes=1000, in_channels=3, input_size=224,
+    def __init__(self, config="A", batch_norm=False, num_classes=1000, in_channels=3, *, input_size=224,
                  strides=None, width=1.0, dropout=0.5):
         super().__init__()
         if config not in CONFIGS:
@@ -40,7 +40,7 @@ class VGG(Backbone):
                 layers.append(nn.MaxPool2d(2, 2))
             blocks.append(nn.Sequential(*layers))
         self.features = nn.Sequential(*blocks)
-        self.head = MlpHead(cin, 1 if small else 7, make_divisible(4096 * width), num_classes, dropout)
+        self.head = MlpHead(cin, 1 if small else 7, make_divisible(4096 * width), num_classes, dropout=dropout)
 
 
 # output channels of the 3x3 convs of each of the five stages; a 2x2 max pool ends each stage

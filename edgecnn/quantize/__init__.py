@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.compare import top1, top1_agreement as agreement
-from edgecnn.errors import EdgecnnError, suggest
-from edgecnn.fileio import atomic_file, write_json
+from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_form
+from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.fileio import atomic_file, write_json
 from edgecnn.quantize import data
 from edgecnn.quantize.data import predict
+from edgecnn.verify.compare import top1, top1_agreement as agreement
 
 METHODS = ("ptq", "qat", "fp16")
 FORMAT = "edgecnn.quant/1"
@@ -31,7 +32,7 @@ class Options:
     calib: int = 512  # calibration images: the first N of the recipe's held-out val split
     algo: str = "minmax"  # minmax | percentile | entropy | mse
     per_channel: bool = True  # weight scales per output channel (False: one per tensor)
-    form: str = "tensorrt"  # Q/DQ form: tensorrt (TensorRT's rules) | onnxruntime (ORT's CPU int8 kernels)
+    form: str = DEFAULT_QDQ_FORM  # Q/DQ form, named after the backend it is for (edgecnn.backends.qdq_forms)
     skip: list = field(default_factory=list)  # layers (or module prefixes) kept in fp32
     auto: bool = False  # keep the most sensitive layers in fp32 until the val drop <= max_drop
     max_drop: float = 0.5  # --auto target, top-1 points
@@ -44,16 +45,15 @@ class Options:
     calib_data: np.ndarray | None = None  # your own normalized NCHW calibration inputs instead of val
 
     def check(self) -> None:
-        from edgecnn.quantize.ptq import ALGOS, FORMS
+        from edgecnn.quantize.ptq import ALGOS
 
         if self.method not in METHODS:
             raise EdgecnnError(f"--method {self.method}: unknown{suggest(self.method, METHODS)}")
         if self.algo not in ALGOS:
             raise EdgecnnError(f"--algo {self.algo}: unknown{suggest(self.algo, ALGOS)}")
-        if self.form not in FORMS:
-            raise EdgecnnError(f"--form {self.form}: unknown{suggest(self.form, FORMS)}")
-        if self.method == "qat" and self.form != "tensorrt":
-            raise EdgecnnError("--method qat writes the tensorrt form only (its fake quantization is symmetric)")
+        if not qdq_form(self.form).symmetric and self.method == "qat":
+            raise EdgecnnError(f"--method qat writes the {DEFAULT_QDQ_FORM} form only (its fake quantization is "
+                               "symmetric)")
         if self.method != "fp16" and self.calib < data.MIN_CALIB:
             raise EdgecnnError(f"--calib {self.calib}: calibrate on at least {data.MIN_CALIB} images "
                                "(512 is a good default)")
@@ -69,9 +69,23 @@ def outputs(method: str) -> dict[str, str]:
             **({"checkpoint": "model.qat.pt"} if method == "qat" else {})}
 
 
+@dataclass
+class Job:
+    """What every step of one quantization reads: the settings, the model and its data."""
+
+    opts: Options
+    model: object  # the trained torch module
+    spec: dict  # the checkpoint's description of it
+    rec: object  # the recipe it was trained with
+    fp32: Path  # its fp32 export at opts.opset
+    test: data.Batch
+    base: np.ndarray  # fp32 logits on the test images
+    work: Path
+
+
 def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> dict:
     """Quantize RUN_DIR into OUT (default RUN_DIR); returns the report also written as quant.json."""
-    from edgecnn import checkpoint
+    from edgecnn.train import checkpoint
 
     opts = Options(**options)
     opts.check()
@@ -82,18 +96,18 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> d
     with tempfile.TemporaryDirectory(prefix="edgecnn-quant-") as tmp:
         work = Path(tmp)
         fp32 = export_fp32(checkpoint.resolve(run_dir), work / "fp32.onnx", opts.opset)
-        test = data.load(rec.data, spec, "test", 0, opts.limit)
-        rep = {"format": FORMAT, "method": opts.method, "precision": "fp16" if opts.method == "fp16" else "int8",
-               "model": spec["model"]["name"], "run_dir": str(run_dir.resolve()),
-               "config": {k: v for k, v in asdict(opts).items() if k != "calib_data"},
-               "accuracy": {"data": test.described, "fp32": None}}
-        base = predict(fp32, test.x, "evaluate fp32")
-        rep["accuracy"]["fp32"] = top1(base, test.labels)
-        if opts.method == "fp16":
-            final = fp16(fp32, work / names["onnx"], opts)
-        else:
-            final = int8(fp32, model, spec, rec, opts, rep, test, base, work)
-        finish(final, fp32, rep, test, base)
+        test = data.load(rec.data, spec, "test", n=opts.limit)
+        job = Job(opts, model, spec, rec, fp32, test, predict(fp32, test.x, "evaluate fp32"), work)
+        precision = "fp16" if opts.method == "fp16" else "int8"
+        config = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
+        rep = {"format": FORMAT, "method": opts.method, "precision": precision, "model": spec["model"]["name"],
+               "run_dir": str(run_dir.resolve()), "config": config,
+               "accuracy": {"data": test.described, "fp32": top1(job.base, test.labels)}}
+        final, parts = fp16(job, work / names["onnx"]) if opts.method == "fp16" else int8(job)
+        rep["config"]["fp32_layers"] = parts.pop("fp32_layers", [])
+        rep["accuracy"].update(parts.pop("accuracy", {}))
+        rep.update(parts)
+        rep["accuracy"].update(finish(final, job, precision, rep["config"]))
         if rep.get("sensitivity") and "plot" in names:
             from edgecnn.quantize.report import plot_sensitivity
 
@@ -106,70 +120,78 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> d
 def export_fp32(checkpoint_path: Path, path: Path, opset: int) -> Path:
     """The checkpoint exported (BatchNorm folded, checked against PyTorch), at `opset`."""
     from edgecnn import export
-    from edgecnn.quantize.convert import to_opset
+    from edgecnn.core.onnx_utils import to_opset
 
     export.export(checkpoint_path, path, batch="dynamic")
     to_opset(path, opset)
     return path
 
 
-def fp16(fp32: Path, path: Path, opts: Options) -> Path:
-    from edgecnn.quantize.convert import to_fp16
+def fp16(job: Job, path: Path) -> tuple[Path, dict]:
+    import onnx
 
-    return to_fp16(fp32, path, opts.keep_io_fp32)
+    from edgecnn.core.onnx_utils import to_fp16
+
+    onnx.save(to_fp16(onnx.load(str(job.fp32)), job.opts.keep_io_fp32), str(path))
+    return path, {}
 
 
-def int8(fp32, model, spec, rec, opts: Options, rep: dict, test, base, work: Path) -> Path:
-    """Calibrate, measure sensitivity, choose the fp32 layers, quantize (and fine-tune for QAT)."""
+def int8(job: Job) -> tuple[Path, dict]:
+    """Calibrate, measure sensitivity, choose the fp32 layers, quantize (and fine-tune for QAT).
+
+    Returns the model and the report's parts: calibration, sensitivity, auto, fp32_layers, accuracy, qat, lint."""
     import onnx
 
     from edgecnn.quantize import ptq, sensitivity
 
-    calib = data.check_calibration(calibration_batch(rec, spec, opts))
-    layers = ptq.layers(onnx.load(str(fp32)))
+    opts, work = job.opts, job.work
+    calib = data.check_calibration(calibration_batch(job))
+    layers = ptq.layers(onnx.load(str(job.fp32)))
     if not layers:
-        raise EdgecnnError(f"{spec['model']['name']} has no quantizable layer (Conv, Gemm, MatMul or residual "
+        raise EdgecnnError(f"{job.spec['model']['name']} has no quantizable layer (Conv, Gemm, MatMul or residual "
                            "Add): int8 would change nothing; use --method fp16")
     skip = ptq.select(layers, opts.skip)
     if len(skip) == len(layers):
         raise EdgecnnError("--skip keeps every layer in fp32: nothing left to quantize")
     scheme = ptq.Scheme(opts.per_channel, opts.form)
-    ranges = ptq.calibrate(fp32, calib.x, opts.algo, work, symmetric=opts.form == "tensorrt")
-    rep["calibration"] = {"data": calib.described, "images": len(calib), "tensors": len(ranges)}
-    holdout = held_out(rec, spec, opts, len(calib))
+    ranges = ptq.calibrate(job.fp32, calib.x, algo=opts.algo, work=work, form=scheme.placement)
+    parts = {"calibration": {"data": calib.described, "images": len(calib), "tensors": len(ranges)}}
+    holdout = held_out(job, len(calib))
     if holdout is not None:
-        rep["sensitivity"] = sensitivity.measure(fp32, ranges, layers, holdout, scheme, work)
+        parts["sensitivity"] = sensitivity.measure(job.fp32, ranges, layers, holdout, scheme=scheme, work=work)
     elif opts.sensitivity:
-        rep["note"] = (f"no sensitivity: fewer than 20 val images after the {len(calib)} calibration ones "
-                       "(lower --calib or raise data.val_size)")
+        parts["note"] = (f"no sensitivity: fewer than 20 val images after the {len(calib)} calibration ones "
+                         "(lower --calib or raise data.val_size)")
     if opts.auto:
-        skip, rep["auto"] = sensitivity.auto_skip(fp32, ranges, layers, rep["sensitivity"], holdout,
-                                                  scheme, opts.max_drop, skip, work)
-    rep["config"]["fp32_layers"] = [lay.name for lay in skip]
-    path = ptq.quantize_onnx(fp32, work / "ptq.onnx", ranges, scheme, exclude=skip, work=work)
+        skip, parts["auto"] = sensitivity.auto_skip(job.fp32, ranges, layers, parts["sensitivity"], holdout=holdout,
+                                                    scheme=scheme, max_drop=opts.max_drop, skip=skip, work=work)
+    parts["fp32_layers"] = [lay.name for lay in skip]
+    path = ptq.quantize_onnx(job.fp32, work / "ptq.onnx", ranges, scheme, exclude=skip, work=work)
     if opts.method == "qat":
-        ptq_logits = predict(path, test.x, "evaluate int8 PTQ")
-        rep["accuracy"]["ptq_int8"] = top1(ptq_logits, test.labels)
-        rep["accuracy"]["ptq_agreement"] = agreement(ptq_logits, base)
-        path = run_qat(fp32, model, spec, rec, ranges, skip, opts, rep, test, work)
-    rep["tensorrt_lint"] = ptq.check_tensorrt_rules(onnx.load(str(path)), opts.form)
+        ptq_logits = predict(path, job.test.x, "evaluate int8 PTQ")
+        parts["accuracy"] = {"ptq_int8": top1(ptq_logits, job.test.labels),
+                             "ptq_agreement": agreement(ptq_logits, job.base)}
+        path, parts["qat"] = run_qat(job, ranges, skip)
+    parts["tensorrt_lint"] = ptq.lint(onnx.load(str(path)), opts.form)
     shutil.move(path, work / "model.int8.onnx")
-    return work / "model.int8.onnx"
+    return work / "model.int8.onnx", parts
 
 
-def calibration_batch(rec, spec, opts: Options) -> data.Batch:
+def calibration_batch(job: Job) -> data.Batch:
+    opts = job.opts
     if opts.calib_data is not None:
         x = np.asarray(opts.calib_data, np.float32)[:opts.calib]
         return data.Batch(x, None, f"the given array[:{len(x)}]")
-    return data.load(rec.data, spec, "val", 0, opts.calib)
+    return data.load(job.rec.data, job.spec, "val", n=opts.calib)
 
 
-def held_out(rec, spec, opts: Options, n_calib: int) -> data.Batch | None:
+def held_out(job: Job, n_calib: int) -> data.Batch | None:
     """Val images after the calibration ones, for sensitivity and --auto (None when not wanted)."""
+    opts = job.opts
     n = opts.sensitivity or (1000 if opts.auto else 0)
     if not n:
         return None
-    batch = data.load(rec.data, spec, "val", n_calib, n)
+    batch = data.load(job.rec.data, job.spec, "val", start=n_calib, n=n)
     if len(batch) < 20:
         if opts.auto:
             raise EdgecnnError(f"--auto needs held-out val images after the {n_calib} calibration images, "
@@ -178,18 +200,20 @@ def held_out(rec, spec, opts: Options, n_calib: int) -> data.Batch | None:
     return batch
 
 
-def run_qat(fp32, model, spec, rec, ranges, skip, opts: Options, rep: dict, test, work: Path) -> Path:
+def run_qat(job: Job, ranges: dict, skip: list) -> tuple[Path, dict]:
     """Fine-tune under fake quantization with the PTQ ranges, export, quantize with the same ranges."""
     import onnx
     import torch
 
-    from edgecnn import checkpoint
     from edgecnn.quantize import ptq, qat
+    from edgecnn.train import checkpoint
 
-    gm = qat.prepare(model, ranges, onnx.load(str(fp32)), {lay.name for lay in skip}, opts.per_channel)
-    lr = opts.lr or rec.optim.lr / 50
-    history = qat.finetune(gm, rec, opts.epochs, lr, opts.limit)
-    checkpoint.save(work / "model.qat.pt", model, spec)
+    opts, work = job.opts, job.work
+    gm = qat.prepare(job.model, ranges, onnx.load(str(job.fp32)), {lay.name for lay in skip},
+                     per_channel=opts.per_channel)
+    lr = opts.lr or job.rec.optim.lr / 50
+    history = qat.finetune(gm, job.rec, epochs=opts.epochs, lr=lr, limit=opts.limit)
+    checkpoint.save(work / "model.qat.pt", job.model, job.spec)
     qat_fp32 = export_fp32(work / "model.qat.pt", work / "qat-fp32.onnx", opts.opset)
     missing = set(ranges) - {o for n in onnx.load(str(qat_fp32)).graph.node for o in [*n.input, *n.output]}
     if missing:
@@ -197,30 +221,27 @@ def run_qat(fp32, model, spec, rec, ranges, skip, opts: Options, rep: dict, test
     path = ptq.quantize_onnx(qat_fp32, work / "qat.onnx", ranges, ptq.Scheme(opts.per_channel), exclude=skip,
                              work=work)
     with torch.inference_mode():
-        fq = gm(torch.from_numpy(test.x[:1000])).numpy()
-    rep["qat"] = {"epochs": opts.epochs, "lr": lr, "history": history,
-                  "fakequant_vs_qdq_agreement": agreement(predict(path, test.x[:1000]), fq)}
-    return path
+        fq = gm(torch.from_numpy(job.test.x[:1000])).numpy()
+    return path, {"epochs": opts.epochs, "lr": lr, "history": history,
+                  "fakequant_vs_qdq_agreement": agreement(predict(path, job.test.x[:1000]), fq)}
 
 
-def finish(path: Path, fp32: Path, rep: dict, test, base) -> None:
-    """Stamp edgecnn's metadata (precision, how it was quantized) and measure test top-1."""
+def finish(path: Path, job: Job, precision: str, config: dict) -> dict:
+    """Stamp edgecnn's metadata (precision, how it was quantized); return its test accuracy."""
     import onnx
 
-    from edgecnn import onnxmeta
+    from edgecnn.core import onnx_utils
 
     model = onnx.load(str(path))
-    facts = onnxmeta.read(onnx.load(str(fp32), load_external_data=False))
-    quant = {k: rep["config"][k] for k in ("method", "algo", "per_channel", "form", "calib", "opset")}
-    onnxmeta.write(model, {**facts, "precision": rep["precision"],
-                           "quantization": {**quant, "fp32_layers": rep["config"].get("fp32_layers", [])}})
+    facts = onnx_utils.read_meta(onnx.load(str(job.fp32), load_external_data=False))
+    quant = {k: config[k] for k in ("method", "algo", "per_channel", "form", "calib", "opset", "fp32_layers")}
+    onnx_utils.write_meta(model, {**facts, "precision": precision, "quantization": quant})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    logits = predict(path, test.x, f"evaluate {rep['precision']}")
-    acc = rep["accuracy"]
-    acc[rep["precision"]] = top1(logits, test.labels)
-    acc["drop"] = acc["fp32"] - acc[rep["precision"]]
-    acc["agreement"] = agreement(logits, base)
+    logits = predict(path, job.test.x, f"evaluate {precision}")
+    fp32 = top1(job.base, job.test.labels)
+    acc = top1(logits, job.test.labels)
+    return {precision: acc, "drop": fp32 - acc, "agreement": agreement(logits, job.base)}
 
 
 def publish(work: Path, out: Path, names: dict, rep: dict) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError
 
 MIN_CALIB = 16  # fewer images give ranges set by a handful of samples
 
@@ -26,7 +26,7 @@ class Batch:
 
 def recipe(run_dir: Path):
     """The recipe a RUN_DIR was trained with (RUN_DIR/recipe.yaml): its data settings and schedule."""
-    from edgecnn import recipe as recipe_mod
+    from edgecnn.train import recipe as recipe_mod
 
     path = Path(run_dir) / "recipe.yaml"
     if not path.exists():
@@ -34,9 +34,9 @@ def recipe(run_dir: Path):
     return recipe_mod.load(path)
 
 
-def load(cfg, spec: dict, split: str, start: int = 0, n: int | None = None) -> Batch:
+def load(cfg, spec: dict, split: str, *, start: int = 0, n: int | None = None) -> Batch:
     """Images [start, start + n) of a split, normalized with the checkpoint's mean/std."""
-    from edgecnn.datasets import load_split, normalize
+    from edgecnn.data import load_split, normalize
 
     ds = load_split(cfg, split)
     stop = len(ds) if n is None else min(len(ds), start + n)
@@ -63,26 +63,18 @@ def check_calibration(batch: Batch) -> Batch:
     return batch
 
 
-def chunks(x: np.ndarray, size: int = 256):
-    for i in range(0, len(x), size):
-        yield x[i:i + size]
-
-
 def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarray:
     """Logits of an ONNX model on ONNX Runtime, in chunks (with a progress bar when `what` names it)."""
     import contextlib
 
+    from edgecnn.backends import run_batches
     from edgecnn.backends.onnxruntime import OrtRunner
-    from edgecnn.progress import progress_bar
+    from edgecnn.core.progress import progress_bar
 
-    session = OrtRunner(onnx_path).session
-    name = session.get_inputs()[0].name
-    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-    parts = []
+    runner = OrtRunner(onnx_path)
+    if not len(x):
+        return np.zeros((0, 0), np.float32)
     with progress_bar() if what else contextlib.nullcontext() as bar:
         task = bar.add_task(what, total=len(x), info="") if what else None
-        for c in chunks(x):
-            parts.append(session.run(None, {name: c.astype(dtype)})[0].astype(np.float32))
-            if task is not None:
-                bar.update(task, advance=len(c))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        out = run_batches(runner.run, x, 256, (lambda n: bar.update(task, advance=n)) if what else None)
+    return next(iter(out.values())).astype(np.float32)

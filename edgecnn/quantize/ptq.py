@@ -1,7 +1,8 @@
 """Int8 post-training quantization with ONNX Runtime's quantizer, in the Q/DQ form TensorRT takes.
 
 ONNX Runtime does the work (calibrators, `quantize_static` with QuantFormat.QDQ); edgecnn only picks the
-settings and adds what ONNX Runtime lacks (the 'mse' threshold). The 'tensorrt' form (the default) is
+settings and adds what ONNX Runtime lacks (the 'mse' threshold). A form (where the Q/DQ go) is declared
+by the backend whose int8 kernels want it (`Backend.qdq_form`). The 'tensorrt' form (the default) is
 what TensorRT's explicit quantization needs:
 - int8 activations and weights, symmetric (zero point 0, weights in [-127, 127]), bias left in float;
 - weights per output channel (axis 0) or per tensor, activations per tensor;
@@ -21,21 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.errors import EdgecnnError, suggest
-from edgecnn.progress import progress_bar
-from edgecnn.quantize.data import chunks
+from edgecnn import backends
+from edgecnn.backends import DEFAULT_QDQ_FORM, QdqForm, qdq_form, run_batches
+from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.progress import progress_bar
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
-QUANTIZED_OPS = (*WEIGHTED, "Add")
 ALGOS = ("minmax", "percentile", "entropy", "mse")
-FORMS = ("tensorrt", "onnxruntime")
 ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "Percentile"}
 
 
 @dataclass
 class Scheme:
     per_channel: bool = True  # weight scales per output channel, else one per tensor
-    form: str = "tensorrt"  # tensorrt | onnxruntime (see the module docstring)
+    form: str = DEFAULT_QDQ_FORM  # a backend's Q/DQ placement (edgecnn.backends.qdq_forms)
+
+    @property
+    def placement(self) -> QdqForm:
+        return qdq_form(self.form)
 
 
 @dataclass
@@ -104,21 +108,22 @@ class _Reader:
         return next(self.feeds, None)
 
 
-def calibrate(fp32_path: Path, x: np.ndarray, algo: str, work: Path, symmetric: bool = True) -> dict[str, tuple]:
+def calibrate(fp32_path: Path, x: np.ndarray, *, algo: str, work: Path, form: QdqForm) -> dict[str, tuple]:
     """Activation ranges {tensor: (low, high)} from ONNX Runtime's calibrators; (-amax, amax) if symmetric."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     if algo not in ALGOS:
         raise EdgecnnError(f"--algo {algo}: unknown{suggest(algo, ALGOS)}")
+    symmetric = form.symmetric
     with quiet():
-        cal = create_calibrator(Path(fp32_path), list(QUANTIZED_OPS) if symmetric else None,
+        cal = create_calibrator(Path(fp32_path), list(form.op_types) if form.op_types else None,
                                 str(work / "augmented.onnx"), CalibrationMethod[ORT_METHOD[algo]],
                                 extra_options={"symmetric": symmetric or algo == "mse"})
     with progress_bar() as bar, quiet():
         task = bar.add_task(f"calibrate ({algo})", total=len(x), info="")
-        for part in chunks(x, 64):
-            cal.collect_data(_Reader(cal.infer_session.get_inputs()[0].name, part))
-            bar.update(task, advance=len(part))
+        name = cal.infer_session.get_inputs()[0].name
+        run_batches(lambda part: cal.collect_data(_Reader(name, part)) or {}, x, 64,
+                    lambda n: bar.update(task, advance=n))
     with quiet():
         raw = mse_ranges(cal.collector.histogram_dict) if algo == "mse" else \
             {k: v.range_value for k, v in cal.compute_data().items()}
@@ -154,7 +159,7 @@ def mse_ranges(histograms: dict) -> dict[str, tuple]:
     return out
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path, ranges: dict, scheme: Scheme = Scheme(),
+def quantize_onnx(fp32_path: Path, out_path: Path, ranges: dict, scheme: Scheme = Scheme(), *,
                   exclude: list[Layer] = (), only: list[Layer] | None = None, work: Path | None = None) -> Path:
     """fp32 ONNX + activation ranges -> Q/DQ ONNX (ONNX Runtime's `quantize_static`) in `scheme`'s form."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -162,26 +167,24 @@ def quantize_onnx(fp32_path: Path, out_path: Path, ranges: dict, scheme: Scheme 
 
     cache = Path(work or out_path.parent) / "ranges.json"
     save_tensors_data(TensorsData(CalibrationMethod.MinMax, dict(ranges)), cache)
-    tensorrt = scheme.form == "tensorrt"
-    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-               "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)} if tensorrt else {}
+    form = scheme.placement
     with quiet():
         quantize_static(str(fp32_path), str(out_path), None, quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+                        activation_type=QuantType.QInt8 if form.symmetric else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=scheme.per_channel,
-                        op_types_to_quantize=list(QUANTIZED_OPS) if tensorrt else None,
+                        op_types_to_quantize=list(form.op_types) if form.op_types else None,
                         nodes_to_quantize=[lay.node for lay in only] if only is not None else None,
                         nodes_to_exclude=[lay.node for lay in exclude], calibrate_method=CalibrationMethod.MinMax,
-                        calibration_cache_path=str(cache), extra_options=options)
+                        calibration_cache_path=str(cache), extra_options=dict(form.options))
     return out_path
 
 
-def check_tensorrt_rules(model, form: str = "tensorrt") -> list[str]:
-    """The Q/DQ lint (edgecnn.qdqlint) for quant.json; an error raises when the form is 'tensorrt'."""
-    from edgecnn import qdqlint
-
-    found = qdqlint.lint(model)
+def lint(model, form: str = DEFAULT_QDQ_FORM) -> list[str]:
+    """The Q/DQ lint of the default form's backend (TensorRT's rules) for quant.json; an error raises when
+    the model was made in a form that must follow them."""
+    found = backends.get(DEFAULT_QDQ_FORM).lint_qdq(model)
     errors = [str(v) for v in found if v.severity == "error"]
-    if errors and form == "tensorrt":
-        raise EdgecnnError(f"the quantized model breaks TensorRT's Q/DQ rules: {errors[0]} (report this model)")
+    if errors and qdq_form(form).strict:
+        raise EdgecnnError(f"the quantized model breaks {DEFAULT_QDQ_FORM}'s Q/DQ rules: {errors[0]} "
+                           "(report this model)")
     return [str(v) for v in found]

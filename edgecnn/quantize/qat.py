@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError
 
 ADDS = (operator.add, torch.add)
 
@@ -115,7 +115,7 @@ def trace(model: nn.Module):
                            "use --method ptq") from None
 
 
-def prepare(model: nn.Module, ranges: dict, fp32_onnx, skip: set[str], per_channel: bool):
+def prepare(model: nn.Module, ranges: dict, fp32_onnx, skip: set[str], *, per_channel: bool):
     """A torch.fx copy of `model` (sharing its parameters) with fake quantization where the Q/DQ go."""
     gm = trace(model)
     layers = {n: n.target for n in gm.graph.nodes if n.op == "call_module"
@@ -131,7 +131,7 @@ def prepare(model: nn.Module, ranges: dict, fp32_onnx, skip: set[str], per_chann
                 gm.graph.erase_node(bn)
         elif quantized:
             gm.add_submodule(target, QuantLinear(mod, per_channel))
-    _insert_act_quant(gm, layers, ranges, onnx_keys(fp32_onnx), skip)
+    _insert_act_quant(gm, layers, ranges, onnx_keys(fp32_onnx), skip=skip)
     gm.recompile()
     return gm
 
@@ -150,7 +150,7 @@ def _add_scope(node) -> str:
     return next(reversed(stack.values()))[0] if stack else node.name
 
 
-def _insert_act_quant(gm, layers: dict, ranges: dict, keys: dict, skip: set[str]) -> None:
+def _insert_act_quant(gm, layers: dict, ranges: dict, keys: dict, *, skip: set[str]) -> None:
     pending = [(consumer, arg, fx_key(arg, layers)) for consumer, arg in _quantized_inputs(gm, layers, skip)]
     for i, (consumer, arg, key) in enumerate(pending):
         tensor = keys.get(key)
@@ -171,43 +171,19 @@ def set_qat_mode(gm) -> None:
             m.eval()
 
 
-def finetune(gm, rec, epochs: int, lr: float, limit: int | None = None) -> list[dict]:
+def finetune(gm, rec, *, epochs: int, lr: float, limit: int | None = None) -> list[dict]:
     """Fine-tune the fake-quant model on the recipe's train split (AdamW, cosine decay); per-epoch history."""
-    import time
-
-    import numpy as np
-
-    from edgecnn import train
-    from edgecnn.datasets import load_split
-    from edgecnn.progress import progress_bar
+    from edgecnn.data import load_split
+    from edgecnn.train import engine
 
     data = load_split(rec.data, "train")
     data = data.subset(slice(0, limit)) if limit else data
-    val = load_split(rec.data, "val")
-    bs, d = rec.schedule.batch_size, rec.data
-    steps = max(1, len(data) // bs)
+    steps = max(1, len(data) // rec.schedule.batch_size)
     params = [p for p in gm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=rec.optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
-    gen = torch.Generator().manual_seed(rec.seed)
-    history = []
-    with progress_bar() as bar:
-        for epoch in range(1, epochs + 1):
-            task = bar.add_task(f"QAT epoch {epoch}/{epochs}", total=steps * bs, info="")
-            t0, order = time.perf_counter(), torch.randperm(len(data), generator=gen).numpy()
-            set_qat_mode(gm)
-            for i in range(0, steps * bs, bs):
-                idx = np.sort(order[i:i + bs])
-                x = train.augment(train.to_tensor(data.images[idx], d.mean, d.std, "cpu"), rec.augment, gen)
-                loss = F.cross_entropy(gm(x), torch.from_numpy(data.labels[idx]),
-                                       label_smoothing=rec.optim.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update(task, advance=bs, info=f"loss {loss.item():.3f}")
-            top1 = train.evaluate(gm, val, d.mean, d.std, torch.device("cpu"))["top1"]
-            history.append({"epoch": epoch, "val_top1_fakequant": top1, "seconds": time.perf_counter() - t0})
-            bar.console.print(f"QAT epoch {epoch}/{epochs}: val top-1 (fake-quant) {top1:.2f}%")
+    history = engine.run_epochs(gm, data, load_split(rec.data, "val"), rec, opt=opt, sched=sched,
+                                device=torch.device("cpu"), epochs=epochs, gen=torch.Generator().manual_seed(rec.seed),
+                                label="QAT epoch", set_mode=set_qat_mode)
     gm.eval()
-    return history
+    return [{**row, "val_top1_fakequant": row["val_top1"]} for row in history]

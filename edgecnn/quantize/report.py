@@ -4,6 +4,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from edgecnn.backends import DEFAULT_QDQ_FORM
 from edgecnn.quantize.sensitivity import worst
 
 
@@ -16,7 +17,7 @@ def accuracy_table(rep: dict) -> Table:
     low = rep["precision"]
     how = "fp16" if low == "fp16" else \
         f"{rep['method']}, {cfg['algo']}, {'per-channel' if cfg['per_channel'] else 'per-tensor'} weights" + \
-        (f", {cfg['form']} form" if cfg.get("form", "tensorrt") != "tensorrt" else "")
+        (f", {cfg['form']} form" if cfg.get("form", DEFAULT_QDQ_FORM) != DEFAULT_QDQ_FORM else "")
     t = Table(title=f"quantization: {rep['model']} ({how}) on {acc['data']}")
     for col in ("model", "top-1", "drop (points)", "agreement with fp32"):
         t.add_column(col, justify="left" if col == "model" else "right")

@@ -6,14 +6,14 @@ so the layers kept in fp32 are not chosen on the numbers that are reported.
 
 from pathlib import Path
 
-from edgecnn.compare import top1
-from edgecnn.errors import EdgecnnError
-from edgecnn.progress import progress_bar
+from edgecnn.verify.compare import top1
+from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.progress import progress_bar
 from edgecnn.quantize import ptq
 from edgecnn.quantize.data import Batch, predict
 
 
-def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, scheme: ptq.Scheme, work: Path) -> dict:
+def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, *, scheme: ptq.Scheme, work: Path) -> dict:
     """Each layer quantized alone: its top-1 drop (points) and the share of predictions it flips."""
     base = predict(fp32_path, batch.x)
     base_top1 = top1(base, batch.labels)
@@ -35,7 +35,7 @@ def ranking(sens: dict) -> list[str]:
     return [r["layer"] for r in sorted(sens["layers"], key=lambda r: (-r["drop"], -r["flipped"]))]
 
 
-def auto_skip(fp32_path: Path, ranges: dict, layers: list, sens: dict, batch: Batch, scheme: ptq.Scheme,
+def auto_skip(fp32_path: Path, ranges: dict, layers: list, sens: dict, *, holdout: Batch, scheme: ptq.Scheme,
               max_drop: float, skip: list, work: Path) -> tuple[list, list[dict]]:
     """Keep the most sensitive layers in fp32, one more at a time, until the val drop is <= max_drop."""
     by_name = {lay.name: lay for lay in layers}
@@ -45,7 +45,7 @@ def auto_skip(fp32_path: Path, ranges: dict, layers: list, sens: dict, batch: Ba
         task = bar.add_task(f"auto (drop <= {max_drop})", total=None, info="")
         while True:
             q = ptq.quantize_onnx(fp32_path, work / "auto.onnx", ranges, scheme, exclude=skip, work=work)
-            drop = sens["fp32_top1"] - top1(predict(q, batch.x), batch.labels)
+            drop = sens["fp32_top1"] - top1(predict(q, holdout.x), holdout.labels)
             steps.append({"fp32_layers": [lay.name for lay in skip], "drop": drop})
             bar.update(task, advance=1, info=f"{len(skip)} fp32 layers, drop {drop:.2f}")
             if drop <= max_drop:

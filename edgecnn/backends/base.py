@@ -1,0 +1,146 @@
+"""The backend interface (Polygraphy's loaders and runners): a Backend compiles and loads, a Runner runs.
+
+Optional capabilities are declared here with their defaults, so verify and bench never ask which
+backend they hold: a backend that prepares a build without its runtime (TensorRT builds on the device),
+one whose runtime needs torch, a runner that times itself (a remote board's own clock) or reports its
+own memory, an input dtype other than float32.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgecnn.core.errors import EdgecnnError
+
+DEFAULT_SECONDS = 2.0  # timing: as many runs as fit in this, at least MIN_RUNS
+MIN_RUNS, MAX_RUNS = 10, 100_000
+
+
+class Runner:
+    """A loaded artifact: `run(x) -> {output name: array}` for a batch of any size; a context manager.
+
+    Subclasses set input_name / output_names / batch / input_shape and write `_run` for one batch the
+    artifact takes: a fixed `batch` (the last chunk is padded) or up to `max_batch` samples.
+    """
+
+    name = "runner"
+    input_name = "input"
+    input_dtype = "float32"
+    output_names: list[str] = ["logits"]
+    batch: int | None = None  # fixed batch of the artifact, None when dynamic
+    max_batch: int | None = None  # most samples one call takes (a dynamic batch with a limit)
+    input_shape: list | None = None  # the dimensions after the batch
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        if self.input_shape and list(x.shape[1:]) != list(self.input_shape):
+            raise EdgecnnError(f"input shape {list(x.shape)} does not fit this model: it takes "
+                               f"N x {' x '.join(map(str, self.input_shape))} ({self.name})")
+        step = self.batch or self.max_batch
+        if not step or len(x) == step or (not self.batch and len(x) < step):
+            return self._run(x)
+        return run_batches(self._run_padded, x, step)
+
+    def _run_padded(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(chunk)
+        if self.batch and n < self.batch:
+            chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), chunk.dtype)])
+        return {k: v[:n] for k, v in self._run(chunk).items()}
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def time_runs(self, x: np.ndarray, *, warmup: int, runs: int | None, seconds: float | None,
+                  tick=None) -> np.ndarray:
+        """Per-run latencies in ns by this machine's clock: `runs` runs, else as many as fit in `seconds`."""
+        for _ in range(warmup):
+            self.run(x)
+        times: list[int] = []
+        deadline = time.perf_counter_ns() + int((seconds or DEFAULT_SECONDS) * 1e9)
+        while True:
+            t0 = time.perf_counter_ns()
+            self.run(x)
+            t1 = time.perf_counter_ns()
+            times.append(t1 - t0)
+            if tick:
+                tick()
+            if len(times) >= (runs or MAX_RUNS) or (not runs and t1 >= deadline and len(times) >= MIN_RUNS):
+                return np.array(times, np.int64)
+
+    def memory(self) -> dict | None:
+        """The runner's own memory report, or None: bench then measures the process it runs in."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_batches(run, x: np.ndarray, size: int, advance=None) -> dict[str, np.ndarray]:
+    """`run` over x in chunks of `size`, outputs concatenated; `advance(n)` after each chunk (progress)."""
+    parts: dict[str, list] = {}
+    for i in range(0, len(x), size):
+        for k, v in run(x[i:i + size]).items():
+            parts.setdefault(k, []).append(v)
+        if advance:
+            advance(len(x[i:i + size]))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+@dataclass(frozen=True)
+class QdqForm:
+    """Where a runtime's int8 kernels want QuantizeLinear/DequantizeLinear (`edgecnn quantize --form NAME`):
+    settings for ONNX Runtime's quantizer, which does the work."""
+
+    symmetric: bool  # int8 activations, zero point 0 (else uint8 with a zero point)
+    op_types: tuple[str, ...] | None  # quantize only these ops' inputs (None: all ONNX Runtime quantizes)
+    options: dict = field(default_factory=dict)  # extra_options of quantize_static
+    strict: bool = False  # a lint error refuses the model (the runtime would refuse or miscompute it)
+
+
+class Backend:
+    """One backend, found by name (edgecnn.backends.get) and importing its runtime only when used."""
+
+    name = ""
+    packages: tuple[str, ...] = ()  # pip packages whose versions a manifest records
+    compile_needs_runtime = True  # False: compile prepares the build anywhere, the device finishes it
+    needs_torch = False  # only the PyTorch reference; the others run where torch is not installed
+    matrix_target = ""  # the target `edgecnn verify --ops` checks this backend with ("": not in the matrix)
+    qdq_form: QdqForm | None = None  # the Q/DQ placement its int8 kernels want, if it has int8 kernels
+    tunable = False  # it has a tuner (`edgecnn tune`, Backend.tune)
+
+    def available(self) -> str | None:
+        """None when usable here, else the reason (e.g. the package to install)."""
+        return None
+
+    def compile(self, onnx_path, target, precision: str, out_dir, *, batch: int | None = 1, **opts) -> dict:
+        """Write the artifact into out_dir; return the manifest's `artifact` section (what load() needs)."""
+        raise EdgecnnError(f"the {self.name} backend does not compile ONNX models")
+
+    def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> Runner:
+        raise NotImplementedError
+
+    def tune(self, onnx_path, target: str, **opts) -> tuple:
+        """Tune a model's kernels for a target into a database `compile --tune-db` applies: (db, record)."""
+        raise EdgecnnError(f"the {self.name} backend has nothing to tune")
+
+    def remote(self, build_dir, address: str, key: str | None = None, *, timeout: float = 10.0,
+               threads: int | None = None):
+        """A picklable loader of the build's runner on a board of a TVM RPC tracker (bench --rpc)."""
+        raise EdgecnnError(f"--rpc runs builds on the boards of a TVM RPC tracker; {build_dir} is a {self.name} "
+                           "build, which runs where it is loaded")
+
+    def lint_qdq(self, model) -> list:
+        """This backend's rules for a Q/DQ model: violations (str() names the rule and node; .severity)."""
+        return []
+
+    def finish(self, build_dir, manifest: dict, **opts) -> str:
+        """The step a build takes on its device (`edgecnn build`); returns what was done."""
+        raise EdgecnnError(f"{build_dir} is a {self.name} build: only TensorRT builds are built on the device "
+                           "(the others are complete after edgecnn compile)")

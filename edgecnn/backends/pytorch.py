@@ -1,0 +1,59 @@
+"""The PyTorch reference: runs the trained checkpoint (model.pt) itself."""
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.backends.base import Backend, Runner
+from edgecnn.core.errors import EdgecnnError
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, checkpoint_path: str | Path, threads: int | None = None):
+        import torch
+
+        from edgecnn.train import checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model, self.spec = checkpoint.load(checkpoint_path)
+        self.input_shape = self.spec["input"]["shape"]
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self.torch.inference_mode():
+            return {self.output_names[0]: self.model(self.torch.from_numpy(x)).numpy()}
+
+
+def checkpoint_runner(path, threads: int | None = None) -> TorchRunner:
+    """PyTorch on a recorded checkpoint, or a one-line error saying what to use instead."""
+    reason = backend.available()
+    if reason:
+        raise EdgecnnError(f"backend 'torch' is not usable here: {reason}")
+    if not path or not Path(path).exists():
+        raise EdgecnnError(f"no checkpoint recorded for this model (looked for {path}): "
+                           "use --against onnxruntime, or export from a RUN_DIR")
+    return TorchRunner(path, threads)
+
+
+class PyTorchBackend(Backend):
+    name = "torch"
+    needs_torch = True
+
+    def available(self) -> str | None:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "torch is not installed: pip install torch==2.13.0"
+        return None
+
+    def compile(self, onnx_path, target, precision, out_dir, *, batch=1, **opts) -> dict:
+        raise EdgecnnError("the torch backend is the reference: it runs model.pt, it does not compile ONNX")
+
+    def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> TorchRunner:
+        return checkpoint_runner(manifest.get("source", {}).get("checkpoint"), threads)
+
+
+backend = PyTorchBackend()

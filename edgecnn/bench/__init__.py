@@ -1,0 +1,233 @@
+"""edgecnn bench: latency of a build, and of other backends on the same model, per batch size.
+
+One timed run is one `Runner.run(x)` call as an application sees it: input copy-in, inference and the
+outputs back as numpy arrays (so a GPU is synchronised around the timer). Each subject (the build and
+every `compare` backend) runs in its own fresh process: its peak resident memory is its own, and thread
+settings (TVM_NUM_THREADS) apply before any thread pool starts.
+
+A subject is a picklable callable returning a Runner (edgecnn.backends.base): `runner.time_runs` times it
+(by this machine's clock, or a remote board's own), and `runner.memory()` reports its memory when it
+knows better than this process's RSS (a remote board).
+Fixed-batch artifacts (TVM host builds are batch 1) are benched only at their batch: other batch sizes
+need a build compiled for them (`edgecnn compile ... --batch N|dynamic`).
+"""
+
+import functools
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn import backends
+from edgecnn.backends.base import DEFAULT_SECONDS
+from edgecnn.bench import system
+from edgecnn.compiler import manifest as manifest_mod
+from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.fileio import write_json
+
+COMPARE = ("onnxruntime", "torch")
+
+
+def load_build(build_dir: str, threads: int | None):
+    """The build's own runner on this machine."""
+    man = manifest_mod.read(build_dir, check_files=False)
+    return backends.require(man["backend"]).load(build_dir, man, threads=threads)
+
+
+def load_reference(build_dir: str, against: str, threads: int | None):
+    """A reference on the build's model (onnxruntime, torch), as verify defines it."""
+    from edgecnn.backends import reference
+
+    return reference.load_for(build_dir, manifest_mod.read(build_dir, check_files=False), against, threads=threads)
+
+
+def stats(ns: np.ndarray, batch: int) -> dict:
+    ms = np.asarray(ns, np.float64) / 1e6
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"batch": batch, "runs": len(ms), "mean_ms": float(ms.mean()), "p50_ms": float(p50),
+            "p90_ms": float(p90), "p99_ms": float(p99), "min_ms": float(ms.min()), "max_ms": float(ms.max()),
+            "std_ms": float(ms.std()), "throughput_ips": float(batch * 1000 / ms.mean())}
+
+
+def _memory(runner, rss_before: float | None, isolated: bool) -> dict:
+    own = runner.memory()
+    if own is not None:
+        return own
+    if not isolated:  # this process also holds the other subjects: its RSS would not be the runner's
+        return {"peak_rss_mib": None, "runner_rss_mib": None, "gpu_mib": None}
+    peak = system.peak_rss_mib()
+    added = peak - rss_before if peak is not None and rss_before is not None else None
+    return {"peak_rss_mib": peak, "runner_rss_mib": added, "gpu_mib": system.gpu_mib(os.getpid())}
+
+
+def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
+    """Load one subject and time it at each batch size (runs inside the subject's own process).
+
+    plan: batches (None: the runner's own), warmup, runs or seconds."""
+    from edgecnn.core.progress import progress_bar
+
+    rss_before = system.proc_status_mib("VmRSS")
+    warmup, runs, seconds = plan["warmup"], plan["runs"], plan["seconds"]
+    with load() as runner:
+        batches = plan["batches"] or [runner.batch or 1]
+        _check_batches(runner, batches)
+        results = {}
+        with progress_bar() as bar:
+            for b in batches:
+                task = bar.add_task(f"bench {name} batch {b}", total=runs, info="")
+                x = np.random.default_rng(0).standard_normal((b, *runner.input_shape)).astype(np.float32)
+                ns = np.asarray(runner.time_runs(x, warmup=warmup, runs=runs, seconds=seconds,
+                                                tick=lambda: bar.advance(task)), np.int64)
+                results[str(b)] = {**stats(ns, b), "times_ms": [round(t / 1e6, 5) for t in ns.tolist()]}
+                bar.update(task, info=f"p50 {results[str(b)]['p50_ms']:.3f} ms")
+        return {"runner": runner.name, "batches": results, "memory": _memory(runner, rss_before, isolated)}
+
+
+def _check_batches(runner, batches: list[int]) -> None:
+    fixed = runner.batch
+    other = [b for b in batches if fixed and b != fixed]
+    if other:
+        raise EdgecnnError(f"this {runner.name} artifact is compiled for batch {fixed} only, not {other[0]}: "
+                           f"bench it with --batch {fixed}, or compile a build for that batch "
+                           f"(edgecnn compile BUILD_DIR/model.onnx --target T --batch {other[0]}|dynamic)")
+    if not runner.input_shape:
+        raise EdgecnnError(f"the {runner.name} runner does not say its input shape: cannot make inputs")
+
+
+def _portable(load) -> bool:
+    """Can `load` be re-created in a fresh interpreter (pickled by reference to an importable function)?"""
+    func = getattr(load, "func", load)
+    if getattr(func, "__module__", "__main__") == "__main__":
+        return False
+    try:
+        pickle.dumps(load)
+    except Exception:  # pickle raises several types for closures, locks, sessions
+        return False
+    return True
+
+
+def run_subject(name: str, load, plan: dict) -> dict:
+    """measure() in a fresh interpreter when `load` can travel there (always for the built-in loaders).
+
+    A plain subprocess, not multiprocessing: a caller's script needs no `if __name__ == "__main__"` guard.
+    """
+    if not _portable(load):
+        return measure(name, load, plan, isolated=False)
+    with tempfile.TemporaryDirectory(prefix="edgecnn-bench-") as tmp:
+        job, result = Path(tmp, "job.pkl"), Path(tmp, "result.pkl")
+        job.write_bytes(pickle.dumps((name, load, plan)))
+        # the child imports what this process can (edgecnn, and the module defining `load`)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        proc = subprocess.run([sys.executable, "-c", "from edgecnn.bench import worker; worker()", str(job),
+                               str(result)], env=env)
+        if not result.exists():
+            raise EdgecnnError(f"the {name} runner failed while benchmarking (exit {proc.returncode}; "
+                               "its messages are above)")
+        ok, value = pickle.loads(result.read_bytes())
+    if not ok:
+        raise EdgecnnError(value)
+    return value
+
+
+def worker() -> None:
+    """Entry point of a subject's process: argv = job file, result file (both pickles we wrote)."""
+    job, result = sys.argv[1:3]
+    name, load, plan = pickle.loads(Path(job).read_bytes())
+    if not backends.get(name).needs_torch:  # a deployed runtime has no torch (tvm_ffi imports it if present)
+        sys.modules.setdefault("torch", None)
+    try:
+        out = (True, measure(name, load, plan))
+    except EdgecnnError as e:
+        out = (False, str(e))
+    Path(result).write_bytes(pickle.dumps(out))
+
+
+def check_compare(names, backend: str) -> list[str]:
+    for n in names:
+        if n not in COMPARE:
+            raise EdgecnnError(f"--compare {n}: not a reference backend{suggest(n, COMPARE)}")
+    return [n for n in dict.fromkeys(names) if n != backend]
+
+
+def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: float, threads: int | None,
+                   compare) -> tuple:
+    """`edgecnn bench --rpc HOST:PORT [--key KEY]`: (the loader of the build on a board, what to call the board)."""
+    if not address:
+        raise EdgecnnError("--key names a board of an RPC tracker: give the tracker too (--rpc HOST:PORT)")
+    if compare:
+        raise EdgecnnError("--compare runs here and --rpc on the board: a ratio of two machines means little; "
+                           "bench the references without --rpc")
+    man = manifest_mod.read(build_dir, check_files=False)
+    load = backends.get(man["backend"]).remote(build_dir, address, key, timeout=timeout, threads=threads)
+    board = key or man["target"]["name"]  # the key a remote loader defaults to
+    return load, f"board '{board}' of the RPC tracker {address}"
+
+
+def ratios(results: dict, build: str) -> dict:
+    """Each compared backend's latency divided by the build's (0.5 = the other is twice as fast)."""
+    base = results[build]["batches"]
+    return {name: {b: {k: r["batches"][b][f"{k}_ms"] / base[b][f"{k}_ms"] for k in ("mean", "p50", "p99")}
+                   for b in base} for name, r in results.items() if name != build}
+
+
+def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: int = 10, runs: int | None = None,
+          seconds: float | None = None, threads: int | None = None, compare=(), out: str | Path | None = None,
+          load=None, plot: bool = True, device: str | None = None) -> dict:
+    """Benchmark a build (and `compare` backends on the same model); write JSON + plot, record in the manifest.
+
+    load: optional picklable callable returning the build's runner (e.g. a remote device's); default: the
+    build's backend on this machine. device: what `load` runs on when that is not this machine (the report's
+    cpu; this machine's facts go under system.host).
+    """
+    build_dir = Path(build_dir)
+    man = manifest_mod.read(build_dir)
+    if runs is not None and seconds is not None:
+        raise EdgecnnError("give --runs or --seconds, not both")
+    threads = threads or system.usable_cores()
+    backend = man["backend"]
+    compare = check_compare(compare, backend)
+    facts = system.system_info()
+    if device:
+        facts = {"cpu": device, "gpus": [], "remote": True, "host": facts}
+    plan = {"batches": batches, "warmup": warmup, "runs": runs, "seconds": seconds}
+    results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
+    plan["batches"] = batches = [int(b) for b in results[backend]["batches"]]
+    for name in compare:
+        results[name] = run_subject(name, functools.partial(load_reference, str(build_dir), name, threads), plan)
+    report = {"build": str(build_dir), "backend": backend, "target": man["target"]["name"],
+              "precision": man["precision"], "model": man.get("model", {}).get("name"),
+              "settings": {"batches": batches, "warmup": warmup, "runs": runs,
+                           "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads},
+              "system": facts, "results": results, "ratios": ratios(results, backend)}
+    out = Path(out) if out else build_dir / "bench.json"
+    if plot:
+        from edgecnn.bench.report import plot as draw
+
+        report["plot"] = str(draw(report, out.with_suffix(".png")))
+    write_json(out, report)
+    manifest_mod.update(build_dir, bench=summary(report))
+    return report
+
+
+def summary(report: dict) -> dict:
+    """The part of a report a manifest or bundle carries: statistics without the per-run times."""
+    def brief(r):
+        return {"memory": r["memory"], "batches": {b: {k: v for k, v in s.items() if k != "times_ms"}
+                                                   for b, s in r["batches"].items()}}
+
+    return {"settings": report["settings"], "cpu": report["system"]["cpu"], "gpus": report["system"]["gpus"],
+            "backend": report["backend"], "results": {name: brief(r) for name, r in report["results"].items()},
+            "ratios": report["ratios"]}
+
+
+def build_latency(bench_summary: dict | None, batch: int | None = None) -> dict | None:
+    """The build's statistics at `batch` (default: the smallest benched) from a report or summary."""
+    if not bench_summary:
+        return None
+    batches = bench_summary["results"][bench_summary["backend"]]["batches"]
+    key = str(batch) if batch is not None else min(batches, key=int)
+    return batches.get(key)

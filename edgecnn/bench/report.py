@@ -1,0 +1,92 @@
+"""How a bench report is shown: a rich table and a plot (latency distribution, latency vs batch)."""
+
+from pathlib import Path
+
+from rich.table import Table
+
+from edgecnn.core.progress import fmt
+
+COLUMNS = ("backend", "batch", "runs", "mean ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "std ms", "img/s",
+           "RSS MiB", "p50 / build")
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _memory(mem: dict) -> str:
+    if mem.get("peak_rss_mib") is None:
+        return "-"
+    text = f"{mem['peak_rss_mib']:.0f}"
+    if mem.get("runner_rss_mib") is not None:
+        text += f" (+{mem['runner_rss_mib']:.0f})"
+    if mem.get("gpu_mib") is not None:
+        text += f", GPU {mem['gpu_mib']:.0f}"
+    return text
+
+
+def table(report: dict) -> Table:
+    """One row per backend and batch size; the last column is the latency ratio to the build."""
+    s = report["settings"]
+    t = Table(title=f"bench: {report['model']} {report['backend']} ({report['target']}, {report['precision']}) "
+                    f"on {report['system']['cpu']}, {_threads(s['threads'])}",
+              caption="* the build. p50 / build: a backend's p50 over the build's (below 1: faster than the build). "
+                      "RSS: the process's peak (+ what loading and running the model added)")
+    for col in COLUMNS:
+        t.add_column(col, justify="left" if col == "backend" else "right", no_wrap=col in ("backend", "RSS MiB"))
+    for name, r in report["results"].items():
+        for b, st in r["batches"].items():
+            ratio = report["ratios"].get(name, {}).get(b, {}).get("p50")
+            t.add_row(name if name != report["backend"] else f"[bold]{name}[/]*", b, str(st["runs"]),
+                      *(fmt(st[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "std_ms")),
+                      f"{st['throughput_ips']:.1f}", _memory(r["memory"]),
+                      "1" if name == report["backend"] else fmt(ratio))
+    return t
+
+
+def plot(report: dict, path: str | Path) -> Path:
+    """Latency distribution per backend and batch (violins); latency vs batch when several were run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = report["settings"]["batches"]
+    fig, axes = plt.subplots(1, 2 if len(batches) > 1 else 1, figsize=(11 if len(batches) > 1 else 7, 4.5),
+                             squeeze=False)
+    _violins(axes[0][0], report)
+    if len(batches) > 1:
+        _versus_batch(axes[0][1], report)
+    fig.suptitle(f"{report['model']} on {report['system']['cpu']} ({_threads(report['settings']['threads'])})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _violins(ax, report: dict) -> None:
+    data, labels = [], []
+    for name, r in report["results"].items():
+        for b, st in r["batches"].items():
+            data.append(st["times_ms"])
+            labels.append(f"{name}\nbatch {b}")
+    ax.violinplot(data, showmedians=True)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    lo, hi = min(min(d) for d in data), max(max(d) for d in data)
+    if hi > 20 * lo:
+        ax.set_yscale("log")
+    ax.set_ylabel("latency per run (ms)")
+    ax.set_title("latency distribution")
+
+
+def _versus_batch(ax, report: dict) -> None:
+    for name, r in report["results"].items():
+        bs = [int(b) for b in r["batches"]]
+        line, = ax.plot(bs, [s["p50_ms"] for s in r["batches"].values()], "o-", label=f"{name} p50")
+        ax.plot(bs, [s["p99_ms"] for s in r["batches"].values()], "--", color=line.get_color(), label=f"{name} p99")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("latency per batch (ms)")
+    ax.set_title("latency vs batch")
+    ax.legend(fontsize=8)

@@ -1,0 +1,58 @@
+"""edgecnn compile / targets / build (the on-device step of a TensorRT build)."""
+
+import click
+
+from edgecnn.cli.export import batch_option
+from edgecnn.core.progress import console
+
+
+@click.command("compile")
+@click.argument("onnx_path", metavar="MODEL.onnx")
+@click.option("--target", "-t", required=True, help="a name from `edgecnn targets` or a target YAML path")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="default: the ONNX's precision, else the target's")
+@click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION)")
+@click.option("--batch", default="1", show_default=True, help="fixed batch of the artifact, or dynamic")
+@click.option("--tune-db", default=None, metavar="DIR", help="apply this edgecnn tune database (TVM targets)")
+def compile_cmd(onnx_path, *, target, precision, out, batch, tune_db):
+    """Compile an ONNX model for a target into a build directory with manifest.json."""
+    from edgecnn import compiler
+
+    batch = batch_option(batch)
+    opts = {"tune_db": tune_db} if tune_db else {}
+    path = compiler.compile_model(onnx_path, target, precision, out, batch=None if batch == "dynamic" else batch,
+                                  **opts)
+    console.print(f"built {path}")
+
+
+@click.command("targets")
+def targets_cmd():
+    """List the compile targets (targets/*.yaml) and whether their backend is usable here."""
+    from edgecnn import backends
+    from edgecnn.compiler import targets
+
+    console.print(targets.table(targets.all_targets(), backends.availability()))
+
+
+def dla_option(value: str | None):
+    if value is None or value == "gpu":
+        return value
+    if not value.isdigit():
+        raise click.BadParameter("a DLA core number (0, 1) or 'gpu'")
+    return int(value)
+
+
+@click.command("build")
+@click.argument("build_dir", metavar="BUILD_DIR")
+@click.option("--dla-core", default=None, help="run on this DLA core (GPU fallback per the target), or 'gpu'")
+@click.option("--force", is_flag=True, help="rebuild even when the engine is up to date")
+@click.option("--timing-cache", default=None, help="timing cache file (default ~/.cache/edgecnn/tensorrt/)")
+def build_cmd(build_dir, dla_core, force, timing_cache):
+    """Finish BUILD_DIR on this device: the TensorRT engine of a `compile --target jetson...` build, recorded."""
+    from edgecnn import backends
+    from edgecnn.compiler import manifest
+
+    man = manifest.read(build_dir)
+    done = backends.get(man["backend"]).finish(build_dir, man, dla_core=dla_option(dla_core), force=force,
+                                                timing_cache=timing_cache)
+    console.print(done)

@@ -1,0 +1,42 @@
+"""edgecnn verify."""
+
+import click
+
+from edgecnn.core.progress import console
+
+
+@click.command("verify")
+@click.argument("build_dir", metavar="BUILD_DIR", required=False)
+@click.option("--against", type=click.Choice(["torch", "onnxruntime", "fakequant"]), default=None,
+              help="reference: torch (default), or fakequant (default for int8: the Q/DQ graph run op by op)")
+@click.option("--data", default="test", show_default=True, help="test | val | DATASET:SPLIT | random")
+@click.option("--limit", type=int, default=None, help="first N samples only")
+@click.option("--report", default=None, help="JSON report path (default BUILD_DIR/verify.json)")
+@click.option("--atol", type=float, default=None, help="max abs error allowed (default by precision)")
+@click.option("--min-cosine", type=float, default=None)
+@click.option("--min-agreement", type=float, default=None, help="top-1 agreement percent")
+@click.option("--no-localize", is_flag=True, help="on failure, skip the layer-wise search")
+@click.option("--ops", is_flag=True, help="print the operator coverage matrix of every available backend")
+def verify_cmd(build_dir, *, against, data, limit, report, atol, min_cosine, min_agreement, no_localize, ops):
+    """Check a build computes what the trained model computes (parity vs a reference)."""
+    from edgecnn import verify
+    from edgecnn.core.errors import EdgecnnError
+    from edgecnn.verify import tables
+
+    if ops:
+        from edgecnn.verify import opcheck
+
+        console.print(opcheck.matrix_table(opcheck.run_matrix()))
+        return
+    if not build_dir:
+        raise EdgecnnError("verify needs BUILD_DIR (or --ops)")
+    try:
+        result = verify.verify(build_dir, against, data=data, limit=limit, report_path=report,
+                               localize=not no_localize, max_abs=atol, min_cosine=min_cosine,
+                               min_agreement=min_agreement)
+    except verify.ParityError as e:
+        console.print(tables.parity_table(e.report))
+        raise
+    console.print(tables.parity_table(result))
+    if verify.fp32_line(result):
+        console.print(verify.fp32_line(result))

@@ -1,0 +1,113 @@
+"""Targets: `targets/*.yaml` name a backend, its device settings, precisions and options."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgecnn.core.errors import EdgecnnError, suggest
+
+PRECISIONS = ("fp32", "fp16", "int8")
+REQUIRED = ("name", "backend", "precision", "precisions")
+
+
+@dataclass
+class Target:
+    name: str
+    backend: str
+    precision: str  # default precision
+    precisions: list[str]
+    description: str = ""
+    device: str = "cpu"
+    tvm: dict | None = None  # TVM target dict (kind, mtriple, mcpu, mattr, num-cores, ...)
+    tensorrt: dict | None = None  # TensorRT section (version, sm, max_opset, dla, workspace_mib, ...)
+    options: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)  # the YAML as written, recorded in manifests
+
+    def check_precision(self, precision: str | None) -> str:
+        precision = precision or self.precision
+        if precision not in self.precisions:
+            raise EdgecnnError(f"target '{self.name}' does not take {precision}; it takes "
+                               f"{', '.join(self.precisions)}")
+        return precision
+
+
+def targets_dir() -> Path:
+    return Path(os.environ.get("EDGECNN_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.yaml"))
+
+
+def parse(raw, source: str) -> Target:
+    if not isinstance(raw, dict):
+        raise EdgecnnError(f"{source}: a target must be a YAML mapping")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise EdgecnnError(f"{source}: target is missing field(s) {', '.join(missing)}")
+    known = set(Target.__dataclass_fields__) - {"raw"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise EdgecnnError(f"{source}: unknown target field '{unknown[0]}'{suggest(unknown[0], known)}")
+    bad = [p for p in [raw["precision"], *raw["precisions"]] if p not in PRECISIONS]
+    if bad:
+        raise EdgecnnError(f"{source}: precision '{bad[0]}' is not one of {', '.join(PRECISIONS)}")
+    return Target(**raw, raw=dict(raw))
+
+
+def load(name: str, _seen: tuple = ()) -> Target:
+    """A target by name (targets/NAME.yaml) or by path to a YAML file; an alias loads the target it names."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = targets_dir() / f"{name}.yaml"
+        if not path.exists():
+            raise EdgecnnError(f"unknown target '{name}'{suggest(name, names())} (edgecnn targets lists them)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise EdgecnnError(f"target file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise EdgecnnError(f"{path}: bad YAML: {getattr(e, 'problem', e)}") from None
+    if isinstance(raw, dict) and "alias" in raw:
+        return load_alias(raw, path, _seen)
+    return parse(raw, str(path))
+
+
+def load_alias(raw: dict, path: Path, seen: tuple) -> Target:
+    """`alias: OTHER` (a file with nothing else) names another target, which stays the one source of truth."""
+    if set(raw) != {"alias"}:
+        raise EdgecnnError(f"{path}: an alias file holds only 'alias: TARGET', not '{sorted(set(raw) - {'alias'})[0]}'")
+    if path.stem in seen:
+        raise EdgecnnError(f"{path}: alias loop {' -> '.join([*seen, path.stem])}")
+    return load(str(raw["alias"]), (*seen, path.stem))
+
+
+def from_manifest(man: dict) -> Target:
+    """The target a build was compiled for, as its manifest recorded it (the YAML's fields as written)."""
+    return parse(man["target"], f"the manifest's target '{man['target'].get('name')}'")
+
+
+def all_targets() -> list[Target]:
+    """Every target once (an alias is listed under the target it names)."""
+    unique: dict[str, Target] = {}
+    for n in names():
+        target = load(n)
+        unique.setdefault(target.name, target)
+    return list(unique.values())
+
+
+def table(all_targets_: list[Target], availability: dict):
+    """The targets and whether their backend is usable here (edgecnn targets)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="targets (targets/*.yaml)")
+    for col in ("name", "backend", "device", "precisions", "description", "usable here"):
+        t.add_column(col)
+    for tg in all_targets_:
+        reason = availability.get(tg.backend)
+        t.add_row(tg.name, tg.backend, tg.device, ", ".join(tg.precisions), tg.description,
+                  "[green]yes[/]" if not reason else f"[yellow]no[/]: {escape(reason)}")
+    return t

@@ -1,0 +1,1 @@
+"""What every stage shares: errors, atomic file writes, progress and tables, ONNX helpers."""

@@ -1,0 +1,23 @@
+"""One exception type for every user-facing failure: the CLI turns it into one line and exit 1."""
+
+
+class EdgecnnError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+
+class MissingDependency(EdgecnnError):
+    """A package is not installed: `extra` names edgecnn's optional extra that brings it, else pip installs it."""
+
+    def __init__(self, module: str, extra: str | None = None):
+        spec = f"'edgecnn[{extra}]'" if extra else module.split()[0]
+        super().__init__(f"{module} is not installed: pip install {spec}")
+
+
+def suggest(name: str, valid) -> str:
+    """'unknown X' helper: list the valid names and the closest match."""
+    import difflib
+
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; valid: {', '.join(valid)}"

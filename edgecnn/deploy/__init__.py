@@ -1,0 +1,1 @@
+"""What ships: the bundle format (bundle.py) and the Python runtime that loads it (runtime.py)."""

@@ -1,0 +1,143 @@
+"""Training recipes: YAML (`recipes/*.yaml`) -> dataclasses, validated with one-line errors."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.data import DataCfg
+
+
+@dataclass
+class ModelCfg:
+    name: str
+    options: dict = field(default_factory=dict)  # everything else under `model:` goes to models.create
+
+
+@dataclass
+class AugmentCfg:
+    hflip: bool = False
+    crop_padding: int = 0
+
+
+@dataclass
+class OptimCfg:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ScheduleCfg:
+    name: str = "onecycle"  # onecycle | cosine | constant
+    epochs: int = 10
+    batch_size: int = 128
+    warmup_pct: float = 0.25
+
+
+@dataclass
+class FinetuneCfg:
+    run: str  # RUN_DIR whose model.pt gives the starting weights
+    mode: str = "all"  # classifier | last_n | all
+    last_n: int = 1
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelCfg
+    data: DataCfg = field(default_factory=DataCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    finetune: FinetuneCfg | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = {"name": self.model.name, **self.model.options}
+        return d
+
+
+SECTIONS = {"model": ModelCfg, "data": DataCfg, "augment": AugmentCfg, "optim": OptimCfg,
+            "schedule": ScheduleCfg, "finetune": FinetuneCfg}
+CHOICES = {("optim", "name"): ("adamw", "sgd"), ("schedule", "name"): ("onecycle", "cosine", "constant"),
+           ("finetune", "mode"): ("classifier", "last_n", "all"),
+           ("data", "dataset"): ("fashion-mnist", "idx", "imagefolder", "npz")}
+
+
+def _check_type(where: str, value: Any, default: Any):
+    if default is None or value is None:
+        return value
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise EdgecnnError(f"recipe field {where} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _section(name: str, cls, raw: Any):
+    if not isinstance(raw, dict):
+        raise EdgecnnError(f"recipe section '{name}' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is ModelCfg:
+        if "name" not in raw:
+            raise EdgecnnError("recipe is missing field model.name: name a registered model")
+        return ModelCfg(raw["name"], {k: v for k, v in raw.items() if k != "name"})
+    for key in raw:
+        if key not in fields:
+            raise EdgecnnError(f"unknown recipe field {name}.{key}{suggest(key, fields)}")
+    values = {}
+    for fname, f in fields.items():
+        if fname in raw:
+            default = f.default if f.default is not dataclasses.MISSING else \
+                (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            values[fname] = _check_type(f"{name}.{fname}", raw[fname], default)
+            allowed = CHOICES.get((name, fname))
+            if allowed and values[fname] not in allowed:
+                raise EdgecnnError(f"recipe field {name}.{fname}='{values[fname]}' must be one of "
+                                   f"{', '.join(allowed)}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise EdgecnnError(f"recipe is missing field {name}.{fname}")
+    return cls(**values)
+
+
+def parse(raw: Any, source: str = "recipe") -> Recipe:
+    from edgecnn import models
+
+    if not isinstance(raw, dict):
+        raise EdgecnnError(f"{source}: a recipe must be a YAML mapping with at least 'model:'")
+    unknown = set(raw) - set(SECTIONS) - {"name", "seed"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise EdgecnnError(f"{source}: unknown recipe section '{key}'{suggest(key, [*SECTIONS, 'name', 'seed'])}")
+    if "model" not in raw:
+        raise EdgecnnError(f"{source}: recipe is missing the 'model:' section")
+    parts = {k: _section(k, SECTIONS[k], v) for k, v in raw.items() if k in SECTIONS and v is not None}
+    recipe = Recipe(name=str(raw.get("name", Path(source).stem)), seed=_check_type("seed", raw.get("seed", 0), 0),
+                    **parts)
+    if recipe.model.name not in models.names():
+        raise EdgecnnError(f"{source}: unknown model '{recipe.model.name}'{suggest(recipe.model.name, models.names())}")
+    if len(recipe.data.mean) != recipe.data.channels or len(recipe.data.std) != recipe.data.channels:
+        raise EdgecnnError(f"{source}: data.mean and data.std need one value per channel ({recipe.data.channels})")
+    return recipe
+
+
+def load(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; every problem is one EdgecnnError line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise EdgecnnError(f"recipe not found: {path} (see recipes/ for examples)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EdgecnnError(f"{path}: bad YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse(raw, str(path))

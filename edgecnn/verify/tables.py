@@ -1,0 +1,23 @@
+"""The parity table: one column per output, one row per metric."""
+
+from rich.table import Table
+
+from edgecnn.core.progress import fmt
+
+ROWS = (("max abs error", "max_abs", 3), ("mean abs error", "mean_abs", 3), ("max rel error", "max_rel", 3),
+        ("min cosine", "min_cosine", 6), ("top-1 agreement %", "top1_agreement", 2),
+        ("top-1 of build %", "top1_candidate", 2), ("top-1 of reference %", "top1_reference", 2),
+        ("worst sample", "worst_sample", 0))
+
+
+def parity_table(report: dict) -> Table:
+    """One column per output, one row per metric (narrow enough for an 80-column log)."""
+    t = Table(title=f"parity: {report['backend']} ({report['target']}, {report['precision']}) vs "
+                    f"{report['against']} on {report['data']}")
+    t.add_column("metric")
+    for name in report["outputs"]:
+        t.add_column(name, justify="right")
+    for label, key, digits in ROWS:
+        t.add_row(label, *(fmt(m.get(key), digits) for m in report["outputs"].values()))
+    t.add_row("result", *("[red]FAIL[/]" if n in report["failures"] else "[green]pass[/]" for n in report["outputs"]))
+    return t

@@ -1,0 +1,122 @@
+"""The package's shape: importable entry points, no import cycle, no private name reached across packages,
+no backend special-cased outside backends/, keyword-only arguments on long signatures."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "edgecnn"
+MAX_POSITIONAL = 4  # a function with more parameters takes the rest by keyword
+# methods whose signature a library fixes (MetaSchedule calls apply() positionally)
+FIXED_SIGNATURES = {"apply"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, ast.Module]:
+    return {module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def is_module(name: str, known) -> bool:
+    return name in known
+
+
+def imports(tree: ast.Module, known) -> list[tuple[str, str]]:
+    """(imported edgecnn module, name taken from it or '') for every import, at any depth in the file."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, "") for a in node.names if a.name.split(".")[0] == "edgecnn"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edgecnn":
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.append((sub, "") if is_module(sub, known) else (node.module, a.name))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    trees = modules()
+    return {name: {m for m, _ in imports(tree, trees) if m != name} for name, tree in trees.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def package_of(module: str, trees) -> str:
+    """A module's package: itself for a package's __init__, else its parent."""
+    is_package = (PACKAGE.parent / module.replace(".", "/") / "__init__.py").exists()
+    return module if is_package else module.rpartition(".")[0]
+
+
+def test_entry_points_import():
+    r = subprocess.run([sys.executable, "-c", "import edgecnn, edgecnn.runtime, edgecnn.rpc"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_import_cycle():
+    assert find_cycle(graph()) is None, " -> ".join(find_cycle(graph()))
+
+
+def test_the_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_private_name_imported_across_packages():
+    trees = modules()
+    crossing = [f"{importer} imports {name} from {source}" for importer, tree in trees.items()
+                for source, name in imports(tree, trees)
+                if name.startswith("_") and not name.startswith("__")
+                and package_of(source, trees) != package_of(importer, trees)]
+    assert not crossing, crossing
+
+
+def test_backend_names_only_in_backends_targets_and_help():
+    pattern = re.compile(r'"(tvm|tensorrt)"')
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("backends/") or rel == "compiler/targets.py":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line) and not (rel.startswith("cli/") and "help=" in line):
+                found.append(f"{rel}:{i}: {line.strip()}")
+    assert not found, found
+
+
+def test_long_signatures_take_keywords():
+    too_long = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in FIXED_SIGNATURES:
+                positional = [a.arg for a in [*node.args.posonlyargs, *node.args.args] if a.arg not in ("self", "cls")]
+                if len(positional) > MAX_POSITIONAL:
+                    too_long.append(f"{name}.{node.name}({', '.join(positional)})")
+    assert not too_long, too_long
