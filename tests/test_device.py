@@ -88,7 +88,7 @@ def test_jetson_rails_from_hwmon(tmp_path, fake_bin):
     vdd_in = reading["sources"]["VDD_IN (INA3221)"]
     assert vdd_in["mean_w"] == pytest.approx(5072 * 992 / 1e6) and vdd_in["samples"] >= 3
     assert reading["mean_w"] == vdd_in["mean_w"] and reading["of"] == "module input VDD_IN (INA3221)"
-    assert 0.3 < reading["window_s"] < 5
+    assert 0.3 < reading["window_s"] < 5 and "no nvidia-smi" in reading["not_read"]
     with_energy = conditions.energy(reading, {"mean_ms": 2.0, "batch": 4})
     assert with_energy["mj_per_run"] == pytest.approx(vdd_in["mean_w"] * 2.0)
     assert with_energy["mj_per_image"] == pytest.approx(with_energy["mj_per_run"] / 4)

@@ -88,7 +88,7 @@ def drift(before: dict, after: dict) -> list[str]:
     """Warnings: clocks that moved, temperatures that rose, throttling, a power mode that changed."""
     out = []
     b_clk, a_clk = clock_mhz(before), clock_mhz(after)
-    for name in b_clk.keys() & a_clk.keys():
+    for name in sorted(b_clk.keys() & a_clk.keys()):
         (was, ref), now = b_clk[name], a_clk[name][0]
         if abs(now - was) > FREQ_MOVED * max(ref, a_clk[name][1]):
             out.append(f"{name} clock moved {was:.0f} -> {now:.0f} MHz during the runs: the latencies mix clock "
@@ -111,9 +111,10 @@ def throttling(before: dict, after: dict) -> list[str]:
     if not (known(after) and known(after["throttled"])):
         return []
     now, seen = after["throttled"]["now"], after["throttled"]["since_boot"]
-    earlier = before["throttled"]["since_boot"] if known(before) and known(before["throttled"]) else []
     out = [f"Raspberry Pi is {', '.join(now)} now (vcgencmd get_throttled {after['throttled']['throttled']})"] if now else []
-    new = [f for f in seen if f not in earlier]
+    if not (known(before) and known(before["throttled"])):  # cannot tell what is new
+        return out
+    new = [f for f in seen if f not in before["throttled"]["since_boot"]]
     if new:
         out.append(f"Raspberry Pi {', '.join(new)} happened during the runs (vcgencmd get_throttled "
                    f"{after['throttled']['throttled']}): check the power supply and cooling")

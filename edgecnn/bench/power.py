@@ -30,14 +30,23 @@ def ina3221_rails(root: Path) -> dict[str, tuple[Path, Path]]:
     for hwmon in sorted(root.glob(RAIL_DIRS)):
         for label in sorted(hwmon.glob("in*_label")):
             n = label.name[2:].split("_")[0]
-            name = label.read_text().strip()
+            try:
+                name = label.read_text().strip()
+            except OSError:
+                continue
             if n != "7" and not name.startswith("NC"):
                 rails[name] = (hwmon / f"in{n}_input", hwmon / f"curr{n}_input")
     return rails
 
 
 def rail_watts(rails: dict) -> dict[str, float]:
-    return {f"{name} (INA3221)": int(v.read_text()) * int(a.read_text()) / 1e6 for name, (v, a) in rails.items()}
+    watts = {}
+    for name, (volts, amps) in rails.items():
+        try:
+            watts[f"{name} (INA3221)"] = int(volts.read_text()) * int(amps.read_text()) / 1e6
+        except (OSError, ValueError):  # a rail that fails one read: that sample goes without it
+            pass
+    return watts
 
 
 def rapl_zones(root: Path) -> tuple[dict[str, Path], str | None]:
@@ -123,28 +132,31 @@ class Meter:
         self.t0, self.samplers, self.reasons = time.monotonic(), [], []
         rails = ina3221_rails(self.root)
         if rails:
-            self.samplers.append(("rail", Sampler(read=lambda: rail_watts(rails))))
+            self.samplers.append(("rail", "INA3221", Sampler(read=lambda: rail_watts(rails))))
         elif device.is_jetson(self.root) and device.shutil.which("tegrastats"):
-            self.samplers.append(("rail", Sampler(command=["tegrastats", "--interval", "100"],
-                                                  parse=tegrastats_watts)))
+            self.samplers.append(("rail", "tegrastats", Sampler(command=["tegrastats", "--interval", "100"],
+                                                                parse=tegrastats_watts)))
         else:
             self.reasons.append("no INA3221 rails in /sys/bus/i2c/drivers/ina3221 and no tegrastats (not a Jetson)")
         zones, why = rapl_zones(self.root)
         self.rapl = (zones, rapl_energy(zones)) if zones else {}
         self.reasons += [why] if why else []
         if device.shutil.which("nvidia-smi"):
-            self.samplers.append(("gpu", Sampler(command=["nvidia-smi", "--query-gpu=index,power.draw",
-                                                          "--format=csv,noheader,nounits", "-lms", "100"],
-                                                 parse=nvidia_watts)))
+            self.samplers.append(("gpu", "nvidia-smi", Sampler(command=["nvidia-smi", "--query-gpu=index,power.draw",
+                                                                        "--format=csv,noheader,nounits", "-lms",
+                                                                        "100"], parse=nvidia_watts)))
         else:
             self.reasons.append("no nvidia-smi")
 
     def stop(self) -> dict:
         sources = {}
-        for kind, sampler in self.samplers:
-            for name, watts in sampler.stop().items():
-                sources[name] = {"kind": kind, "mean_w": statistics.fmean(watts), "samples": len(watts)}
         window = time.monotonic() - self.t0
+        for kind, label, sampler in self.samplers:
+            samples = sampler.stop()
+            if not samples:
+                self.reasons.append(f"{label} gave no reading in {window:.2f} s")
+            for name, watts in samples.items():
+                sources[name] = {"kind": kind, "mean_w": statistics.fmean(watts), "samples": len(watts)}
         if self.rapl:
             zones, before = self.rapl
             for name, (uj, wrap) in rapl_energy(zones).items():
@@ -153,7 +165,8 @@ class Meter:
         if not sources:
             return device.unavailable("no power sensor readable: " + "; ".join(self.reasons))
         total, of = total_power(sources)
-        return {"window_s": round(window, 3), "sources": sources, "mean_w": total, "of": of}
+        return {"window_s": round(window, 3), "sources": sources, "mean_w": total, "of": of,
+                **({"not_read": self.reasons} if self.reasons else {})}
 
 
 def total_power(sources: dict) -> tuple[float, str]:

@@ -162,14 +162,21 @@ class BoardProbe:
             return fallback
         return json.loads(self.remote(method, json.dumps(args)))
 
+    def reading(self, method: str) -> dict:
+        try:
+            return self.call(method, fallback={"unavailable": self.note})
+        except Exception as e:  # the board's error arrives as one of several TVM error types
+            lines = str(e).strip().splitlines()
+            return {"unavailable": f"the board's reader failed: {lines[-1] if lines else type(e).__name__}"}
+
     def state(self) -> dict:
-        return self.call("state", fallback={"unavailable": self.note})
+        return self.reading("state")
 
     def meter_start(self) -> None:
         self.call("meter_start")
 
     def meter_stop(self) -> dict:
-        return self.call("meter_stop", fallback={"unavailable": self.note})
+        return self.reading("meter_stop")
 
     def lock_clocks(self) -> dict:
         return self.call("lock_clocks", fallback={"done": [], "not_done": [self.note], "restore": {}})
