@@ -142,10 +142,12 @@ def test_locked_jetson_clocks():
 
 
 def test_jetson_clocks_without_root(tmp_path, fake_bin):
-    tool(fake_bin, "jetson_clocks", 'echo "Error: Run this script(/usr/bin/jetson_clocks) as a root user" >&2; exit 1\n')
+    tool(fake_bin, "jetson_clocks",
+         'echo "Error: Run this script(/usr/bin/jetson_clocks) as a root user" >&2; exit 1\n')
     printing(fake_bin, "nvpmodel", JP5_NVPMODEL)
     jet = device.read(tmp_path)["jetson"]
-    assert "as a root user" in jet["jetson_clocks"]["unavailable"] and "needs root" in jet["jetson_clocks"]["unavailable"]
+    why = jet["jetson_clocks"]["unavailable"]
+    assert "as a root user" in why and "needs root" in why
     assert "tegrastats not found" in jet["tegrastats"]["unavailable"]
 
 

@@ -111,13 +111,14 @@ def throttling(before: dict, after: dict) -> list[str]:
     if not (known(after) and known(after["throttled"])):
         return []
     now, seen = after["throttled"]["now"], after["throttled"]["since_boot"]
-    out = [f"Raspberry Pi is {', '.join(now)} now (vcgencmd get_throttled {after['throttled']['throttled']})"] if now else []
+    code = after["throttled"]["throttled"]
+    out = [f"Raspberry Pi is {', '.join(now)} now (vcgencmd get_throttled {code})"] if now else []
     if not (known(before) and known(before["throttled"])):  # cannot tell what is new
         return out
     new = [f for f in seen if f not in before["throttled"]["since_boot"]]
     if new:
-        out.append(f"Raspberry Pi {', '.join(new)} happened during the runs (vcgencmd get_throttled "
-                   f"{after['throttled']['throttled']}): check the power supply and cooling")
+        out.append(f"Raspberry Pi {', '.join(new)} happened during the runs (vcgencmd get_throttled {code}): "
+                   "check the power supply and cooling")
     return out
 
 

@@ -61,7 +61,8 @@ def describe(device: dict) -> str:
     else:
         parts.append("CPU clock not readable (no cpufreq)")
     hot = device.get("hottest_c")
-    parts.append(f"hottest {device['hottest_sensor']} {hot[0]:.1f} -> {hot[1]:.1f} C" if hot else "no temperature sensor")
+    parts.append(f"hottest {device['hottest_sensor']} {hot[0]:.1f} -> {hot[1]:.1f} C" if hot
+                 else "no temperature sensor")
     if "power_mode" in device:
         locked = {True: "clocks locked", False: "clocks not locked", None: "clocks: jetson_clocks --show needs root"}
         parts.append(f"Jetson {device['power_mode']}, {locked[device.get('clocks_locked')]}")
