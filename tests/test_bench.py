@@ -1,14 +1,17 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_cli
+from device_trees import path_with, raspberry_pi4, write
 
 from edgecnn import bench
 from edgecnn.compiler import manifest
 from edgecnn.backends import Runner
 from edgecnn.backends.base import MIN_RUNS
+from edgecnn.bench import conditions, report as benchreport
 from edgecnn.core.errors import EdgecnnError
 
 STAT_FIELDS = {"batch", "runs", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",
@@ -46,7 +49,8 @@ def test_bench_batches_compare_memory_and_manifest(ort_build, tmp_path):
     assert peaks["torch"] > peaks["onnxruntime"]
     ort, torch = report["results"]["onnxruntime"]["batches"], report["results"]["torch"]["batches"]
     assert report["ratios"]["torch"]["4"]["p50"] == pytest.approx(torch["4"]["p50_ms"] / ort["4"]["p50_ms"])
-    assert report["settings"] == {"batches": [1, 4], "warmup": 2, "runs": 15, "seconds": None, "threads": 1}
+    assert report["settings"] == {"batches": [1, 4], "warmup": 2, "runs": 15, "seconds": None, "threads": 1,
+                                  "lock_clocks": False, "wait_cool_c": None}
     assert report["system"]["cpu"] and report["system"]["tools"]["onnxruntime"]
     assert json.loads((tmp_path / "b.json").read_text())["results"]["torch"]["batches"]["1"]["runs"] == 15
     assert (tmp_path / "b.png").stat().st_size > 10_000
@@ -137,3 +141,66 @@ def test_compare_names_are_checked():
     with pytest.raises(EdgecnnError, match="valid: onnxruntime, torch"):
         bench.check_compare(["tvm"], "onnxruntime")
     assert bench.check_compare(["onnxruntime", "torch", "torch"], "onnxruntime") == ["torch"]
+
+
+class ThrottlingPiRunner(FixedClockRunner):
+    """A runner on a (stand-in) Raspberry Pi 4 that heats up and throttles while it runs."""
+
+    def __init__(self, root, bin_dir):
+        super().__init__([2_000_000] * 4)
+        self.root, self.bin_dir = Path(root), Path(bin_dir)
+
+    def device_probe(self):
+        return conditions.Probe(self.root)
+
+    def time_runs(self, x, *, warmup, runs, seconds, tick=None):
+        write(self.bin_dir / "answers", "vcgencmd-get_throttled", "throttled=0x50005")
+        write(self.root, "sys/class/thermal/thermal_zone0/temp", 82500)
+        return self.times_ns
+
+
+def throttling_pi(root, bin_dir):
+    return ThrottlingPiRunner(root, bin_dir)
+
+
+def test_report_carries_the_device_state_and_warns(ort_build, tmp_path, monkeypatch):
+    """The subject's own device: clocks locked and restored, state before/after, warnings in the report."""
+    import functools
+
+    root, bin_dir = tmp_path / "pi", tmp_path / "bin"
+    raspberry_pi4(root, bin_dir)
+    monkeypatch.setenv("PATH", path_with(bin_dir))
+    report = bench.bench(ort_build, runs=4, out=tmp_path / "b.json", plot=False, lock_clocks=True, wait_cool=90,
+                         load=functools.partial(throttling_pi, str(root), str(bin_dir)))
+    dev = report["results"]["onnxruntime"]["device"]
+    assert dev["before"]["raspberry_pi"]["throttled"]["throttled"] == "0x0"
+    assert dev["after"]["raspberry_pi"]["throttled"]["now"] == ["under-voltage", "throttled"]
+    assert dev["clocks"]["done"] == ["CPU governor 'performance' on 4 of 4 policies (was ondemand)"]
+    assert dev["clocks"]["restored"] and (root / "sys/devices/system/cpu/cpufreq/policy0/scaling_governor"
+                                          ).read_text().strip() == "ondemand"
+    assert dev["cooled"]["1"]["reached_c"] == 63.7 and not dev["cooled"]["1"]["timed_out"]
+    assert "no power sensor" in dev["power"]["1"]["unavailable"]
+    text = "\n".join(report["warnings"])
+    assert "onnxruntime: Raspberry Pi is under-voltage, throttled now" in text
+    assert "63.7 -> 82.5 C during the runs" in text
+    assert report["settings"]["lock_clocks"] and report["settings"]["wait_cool_c"] == 90
+    recorded = manifest.read(ort_build)["bench"]["device"]
+    assert recorded["throttled"] == "0x50005" and recorded["hottest_c"] == [63.7, 82.5]
+    assert recorded["cpu_governor"] == "ondemand" and recorded["warnings"] == dev["warnings"]
+    lines = benchreport.device_lines(report)
+    assert "CPU governor ondemand" in lines[0] and "vcgencmd throttled=0x50005" in lines[0]
+    assert any(line.startswith("[yellow]warning:[/] onnxruntime: Raspberry Pi") for line in lines)
+
+
+def test_cli_lock_clocks_and_wait_cool_say_what_they_could_not_do(host_build):
+    r = run_cli("bench", host_build, "--runs", "5", "--warmup", "1", "--lock-clocks", "--wait-cool", "80")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((host_build / "bench.json").read_text())
+    dev = report["results"]["tvm"]["device"]
+    assert set(dev["before"]) >= {"cpufreq", "thermal", "raspberry_pi", "jetson", "nvidia_smi"}
+    assert dev["clocks"]["not_done"] or dev["clocks"]["done"]
+    assert "device (tvm): on " in r.stdout
+    if not list(Path("/sys/devices/system/cpu/cpufreq").glob("policy*")):  # this machine: a VM without cpufreq
+        assert "warning: tvm: --lock-clocks: CPU governor: no cpufreq policies" in r.stdout
+    if not list(Path("/sys/class/thermal").glob("thermal_zone*")):
+        assert "unavailable" in dev["cooled"]["1"] and "--wait-cool 80: no temperature readable" in r.stdout

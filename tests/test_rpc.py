@@ -1,6 +1,7 @@
 """The device farm on loopback: TVM's own RPC tracker and an RPC server (the "board") on 127.0.0.1."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -8,7 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
+from device_trees import path_with, raspberry_pi4
 
 from edgecnn import backends, compiler
 from edgecnn.compiler import manifest
@@ -16,6 +18,9 @@ from edgecnn.backends.tvm import rpc
 from edgecnn.core.errors import EdgecnnError
 
 KEY = "loopback"
+BOARD_KEY = "loopback-edgecnn"  # a board running python -m edgecnn.rpc_server
+# what a board does not have: only Python, numpy and the TVM wheel are installed there
+NOT_ON_A_BOARD = ("torch", "onnx", "onnxruntime", "onnxscript", "yaml", "rich", "click", "matplotlib", "PIL")
 
 
 def free_port() -> int:
@@ -24,9 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(*args) -> subprocess.Popen:
+def start(*args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
 
 
 def wait_for(check, procs, seconds=90.0):
@@ -66,6 +71,30 @@ def farm():
 
 
 @pytest.fixture(scope="module")
+def edgecnn_board(farm, tmp_path_factory):
+    """python -m edgecnn.rpc_server registered as BOARD_KEY, in a board's environment: torch, ONNX, PyYAML,
+    rich, click, matplotlib and Pillow cannot be imported, and a Raspberry Pi's vcgencmd is on its PATH
+    (only its PATH: the state in a report can only have come from the server)."""
+    import tvm
+
+    tmp = tmp_path_factory.mktemp("board")
+    raspberry_pi4(tmp / "pi", tmp / "bin", throttled="0x50000")
+    (tmp / "site").mkdir()
+    (tmp / "site/sitecustomize.py").write_text(f"import sys\nfor m in {NOT_ON_A_BOARD}:\n    sys.modules[m] = None\n")
+    env = {**os.environ, "PATH": path_with(tmp / "bin"), "PYTHONPATH": os.pathsep.join([str(tmp / "site"), str(ROOT)])}
+    port = free_port()
+    proc = start("edgecnn.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
+                 "--tracker", farm[0], "--key", BOARD_KEY, env=env)
+    try:
+        host, tracker_port = rpc.parse_address(farm[0])
+        wait_for(lambda: rpc.board_keys(tvm.rpc.connect_tracker(host, tracker_port)).get(BOARD_KEY), [proc])
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def host_build(lenet_onnx, tmp_path_factory):
     return compiler.compile_model(lenet_onnx, "host", out=tmp_path_factory.mktemp("rpc") / "build-host")
 
@@ -92,6 +121,9 @@ def test_bench_through_the_tracker(farm, host_build, tmp_path):
     assert report["system"]["remote"] and KEY in report["system"]["cpu"] and "cpu" in report["system"]["host"]
     assert KEY in result["runner"] and result["batches"]["1"]["runs"] == 20
     assert all(t > 0 for t in result["batches"]["1"]["times_ms"]) and result["batches"]["1"]["p50_ms"] > 0
+    plain = "runs TVM's plain rpc_server, which cannot read its state: start it with python -m edgecnn.rpc_server"
+    assert plain in result["device"]["before"]["unavailable"] and plain in result["device"]["power"]["1"]["unavailable"]
+    assert "state not read: the board" in r.stdout
     with rpc.RemoteRunner(host_build, farm[0], KEY, timeout=5) as again:  # a second session gets the board
         assert again.run(np.zeros((1, 1, 28, 28), np.float32))["logits"].shape == (1, 4)
 
@@ -126,3 +158,32 @@ def test_bad_rpc_options(host_build):
                           (["--rpc", "127.0.0.1:9", "--compare", "onnxruntime"], "--compare")):
         r = run_cli("bench", host_build, *args)
         assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_bench_records_the_boards_own_state(edgecnn_board, farm, host_build, tmp_path):
+    """The board reads its own state and power (edgecnn.rpc_server): vcgencmd is only on the server's PATH."""
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", host_build, "--rpc", farm[0], "--key", BOARD_KEY, "--runs", 10, "--warmup", 1,
+                "--out", out)
+    assert r.returncode == 0, r.stderr
+    dev = json.loads(out.read_text())["results"]["tvm"]["device"]
+    for state in (dev["before"], dev["after"]):
+        assert state["reader"] == "edgecnn.rpc_server" and state["pid"] != os.getpid()
+        assert state["raspberry_pi"]["throttled"] == {"throttled": "0x50000", "now": [],
+                                                      "since_boot": ["under-voltage", "throttled"]}
+        assert state["raspberry_pi"]["arm_mhz"] == 1800.5
+    assert "no power sensor readable" in dev["power"]["1"]["unavailable"] and dev["warnings"] == []
+    assert "device (tvm): on " in r.stdout and "vcgencmd throttled=0x50000" in r.stdout
+
+
+def test_board_probe_methods(edgecnn_board, farm, host_build):
+    """Every method of the board's reader answers over RPC, and an unknown one is refused there."""
+    with rpc.RemoteRunner(host_build, farm[0], BOARD_KEY, timeout=5) as runner:
+        probe = runner.device_probe()
+        assert probe.note is None and probe.state()["cpufreq"]
+        probe.meter_start()
+        assert "unavailable" in probe.meter_stop()
+        record = probe.lock_clocks()
+        assert record["not_done"] and probe.restore_clocks(record) == {"restored": [], "failed": []}
+        with pytest.raises(Exception, match="unknown method 'shutdown'"):
+            probe.call("shutdown")

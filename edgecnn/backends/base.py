@@ -2,8 +2,8 @@
 
 Optional capabilities are declared here with their defaults, so verify and bench never ask which
 backend they hold: a backend that prepares a build without its runtime (TensorRT builds on the device),
-one whose runtime needs torch, a runner that times itself (a remote board's own clock) or reports its
-own memory, an input dtype other than float32.
+one whose runtime needs torch, a runner that times itself (a remote board's own clock), reports its
+own memory or reads its own device's state, an input dtype other than float32.
 """
 
 import time
@@ -70,6 +70,11 @@ class Runner:
 
     def memory(self) -> dict | None:
         """The runner's own memory report, or None: bench then measures the process it runs in."""
+        return None
+
+    def device_probe(self):
+        """What reads the state and power of the device this runner runs on (edgecnn.bench.conditions.Probe's
+        methods), or None: bench then reads this machine."""
         return None
 
     def close(self) -> None:

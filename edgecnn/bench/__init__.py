@@ -10,6 +10,31 @@ A subject is a picklable callable returning a Runner (edgecnn.backends.base): `r
 knows better than this process's RSS (a remote board).
 Fixed-batch artifacts (TVM host builds are batch 1) are benched only at their batch: other batch sizes
 need a build compiled for them (`edgecnn compile ... --batch N|dynamic`).
+The device is read before and after each subject's runs and metered while they go (bench.conditions;
+`runner.device_probe()` when the runner knows its device better: a board reads its own).
+
+bench.json (summary() is the part a manifest and a bundle carry, with the build's device in brief):
+    build, backend, target, precision, model
+    settings      batches, warmup, runs or seconds, threads, lock_clocks, wait_cool_c
+    system        this machine (system.system_info); with --rpc, cpu names the board and host is this machine
+    results.NAME  runner; memory; batches.B: batch, runs, mean/p50/p90/p99/min/max/std _ms, throughput_ips,
+                  times_ms; and device:
+      before, after  the device's state (bench.device.read): host, pid, cpufreq.cpuN {governor, cur/min/max_mhz,
+                     online}, thermal {zone: C}, raspberry_pi {throttled {throttled, now, since_boot}, arm_mhz,
+                     temp_c}, jetson {power_mode {name, id}, jetson_clocks {cpus, gpu, emc, locked}, gpu_devfreq,
+                     emc_mhz, tegrastats {cpu, emc, gpu, temps_c, rails_mw}}, nvidia_smi [{index, name, pstate,
+                     power_w, power_limit_w, sm_mhz, mem_mhz, temp_c}], reader ("edgecnn.rpc_server" when a board
+                     read it). A fact that could not be read is {"unavailable": why}; so is the whole state of a
+                     board that runs TVM's plain rpc_server
+      power.B        window_s (warm-up and timed runs), sources {name: {kind (rail, rapl, gpu), mean_w, samples or
+                     energy_j}}, mean_w and `of` (what it covers), mj_per_run (mean_w x mean_ms), mj_per_image;
+                     or {"unavailable": why}
+      clocks         with lock_clocks: done, not_done, restored, failed (else null)
+      cooled.B       with wait_cool: target_c, start_c, reached_c, sensor, waited_s, timed_out (else null)
+      warnings       a clock that moved by > 10% of its maximum, a temperature that rose >= 5 C, throttling, a
+                     power mode that changed, what lock_clocks or wait_cool could not do
+    ratios        NAME.B.{mean,p50,p99}: NAME's latency over the build's
+    warnings      every subject's warnings, as "NAME: warning"
 """
 
 import functools
@@ -24,8 +49,7 @@ import numpy as np
 
 from edgecnn import backends
 from edgecnn.backends.base import DEFAULT_SECONDS
-from edgecnn.bench import system
-from edgecnn.compiler import manifest as manifest_mod
+from edgecnn.bench import conditions, system
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.fileio import write_json
 
@@ -34,6 +58,8 @@ COMPARE = ("onnxruntime", "torch")
 
 def load_build(build_dir: str, threads: int | None):
     """The build's own runner on this machine."""
+    from edgecnn.compiler import manifest as manifest_mod
+
     man = manifest_mod.read(build_dir, check_files=False)
     return backends.require(man["backend"]).load(build_dir, man, threads=threads)
 
@@ -41,6 +67,7 @@ def load_build(build_dir: str, threads: int | None):
 def load_reference(build_dir: str, against: str, threads: int | None):
     """A reference on the build's model (onnxruntime, torch), as verify defines it."""
     from edgecnn.backends import reference
+    from edgecnn.compiler import manifest as manifest_mod
 
     return reference.load_for(build_dir, manifest_mod.read(build_dir, check_files=False), against, threads=threads)
 
@@ -67,24 +94,34 @@ def _memory(runner, rss_before: float | None, isolated: bool) -> dict:
 def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
     """Load one subject and time it at each batch size (runs inside the subject's own process).
 
-    plan: batches (None: the runner's own), warmup, runs or seconds."""
+    plan: batches (None: the runner's own), warmup, runs or seconds, lock_clocks, wait_cool (C or None)."""
     from edgecnn.core.progress import progress_bar
 
     rss_before = system.proc_status_mib("VmRSS")
-    warmup, runs, seconds = plan["warmup"], plan["runs"], plan["seconds"]
     with load() as runner:
         batches = plan["batches"] or [runner.batch or 1]
         _check_batches(runner, batches)
-        results = {}
-        with progress_bar() as bar:
-            for b in batches:
-                task = bar.add_task(f"bench {name} batch {b}", total=runs, info="")
-                x = np.random.default_rng(0).standard_normal((b, *runner.input_shape)).astype(np.float32)
-                ns = np.asarray(runner.time_runs(x, warmup=warmup, runs=runs, seconds=seconds,
-                                                tick=lambda: bar.advance(task)), np.int64)
-                results[str(b)] = {**stats(ns, b), "times_ms": [round(t / 1e6, 5) for t in ns.tolist()]}
-                bar.update(task, info=f"p50 {results[str(b)]['p50_ms']:.3f} ms")
-        return {"runner": runner.name, "batches": results, "memory": _memory(runner, rss_before, isolated)}
+        watch = conditions.Watch(runner.device_probe() or conditions.Probe(), lock=plan.get("lock_clocks", False),
+                                 cool_c=plan.get("wait_cool"))
+        try:
+            with progress_bar() as bar:
+                results = {str(b): _time_batch(runner, b, plan, label=name, bar=bar, watch=watch) for b in batches}
+            state = watch.record(results)
+        finally:
+            watch.restore()
+        return {"runner": runner.name, "batches": results, "memory": _memory(runner, rss_before, isolated),
+                "device": state}
+
+
+def _time_batch(runner, b: int, plan: dict, *, label: str, bar, watch) -> dict:
+    task = bar.add_task(f"bench {label} batch {b}", total=plan["runs"], info="")
+    x = np.random.default_rng(0).standard_normal((b, *runner.input_shape)).astype(np.float32)
+    with watch.batch(b):
+        ns = np.asarray(runner.time_runs(x, warmup=plan["warmup"], runs=plan["runs"], seconds=plan["seconds"],
+                                         tick=lambda: bar.advance(task)), np.int64)
+    result = {**stats(ns, b), "times_ms": [round(t / 1e6, 5) for t in ns.tolist()]}
+    bar.update(task, info=f"p50 {result['p50_ms']:.3f} ms")
+    return result
 
 
 def _check_batches(runner, batches: list[int]) -> None:
@@ -161,6 +198,8 @@ def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: 
     if compare:
         raise EdgecnnError("--compare runs here and --rpc on the board: a ratio of two machines means little; "
                            "bench the references without --rpc")
+    from edgecnn.compiler import manifest as manifest_mod
+
     man = manifest_mod.read(build_dir, check_files=False)
     load = backends.get(man["backend"]).remote(build_dir, address, key, timeout=timeout, threads=threads)
     board = key or man["target"]["name"]  # the key a remote loader defaults to
@@ -176,13 +215,18 @@ def ratios(results: dict, build: str) -> dict:
 
 def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: int = 10, runs: int | None = None,
           seconds: float | None = None, threads: int | None = None, compare=(), out: str | Path | None = None,
-          load=None, plot: bool = True, device: str | None = None) -> dict:
+          load=None, plot: bool = True, device: str | None = None, lock_clocks: bool = False,
+          wait_cool: float | None = None) -> dict:
     """Benchmark a build (and `compare` backends on the same model); write JSON + plot, record in the manifest.
 
     load: optional picklable callable returning the build's runner (e.g. a remote device's); default: the
     build's backend on this machine. device: what `load` runs on when that is not this machine (the report's
-    cpu; this machine's facts go under system.host).
+    cpu; this machine's facts go under system.host). lock_clocks: pin the device's clocks for each subject
+    where it allows (and restore them); wait_cool: before each batch size, wait until the hottest sensor is at
+    or below this many degrees C.
     """
+    from edgecnn.compiler import manifest as manifest_mod  # here: the device modules import on boards without it
+
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
     if runs is not None and seconds is not None:
@@ -193,7 +237,8 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
     facts = system.system_info()
     if device:
         facts = {"cpu": device, "gpus": [], "remote": True, "host": facts}
-    plan = {"batches": batches, "warmup": warmup, "runs": runs, "seconds": seconds}
+    plan = {"batches": batches, "warmup": warmup, "runs": runs, "seconds": seconds, "lock_clocks": lock_clocks,
+            "wait_cool": wait_cool}
     results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
     plan["batches"] = batches = [int(b) for b in results[backend]["batches"]]
     for name in compare:
@@ -201,8 +246,10 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
     report = {"build": str(build_dir), "backend": backend, "target": man["target"]["name"],
               "precision": man["precision"], "model": man.get("model", {}).get("name"),
               "settings": {"batches": batches, "warmup": warmup, "runs": runs,
-                           "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads},
-              "system": facts, "results": results, "ratios": ratios(results, backend)}
+                           "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads,
+                           "lock_clocks": lock_clocks, "wait_cool_c": wait_cool},
+              "system": facts, "results": results, "ratios": ratios(results, backend),
+              "warnings": [f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"]]}
     out = Path(out) if out else build_dir / "bench.json"
     if plot:
         from edgecnn.bench.report import plot as draw
@@ -221,7 +268,7 @@ def summary(report: dict) -> dict:
 
     return {"settings": report["settings"], "cpu": report["system"]["cpu"], "gpus": report["system"]["gpus"],
             "backend": report["backend"], "results": {name: brief(r) for name, r in report["results"].items()},
-            "ratios": report["ratios"]}
+            "ratios": report["ratios"], "device": conditions.brief(report["results"][report["backend"]]["device"])}
 
 
 def build_latency(bench_summary: dict | None, batch: int | None = None) -> dict | None:

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
+from edgecnn.bench import conditions
 from edgecnn.core.progress import fmt
 
 COLUMNS = ("backend", "batch", "runs", "mean ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "std ms", "img/s",
@@ -32,16 +34,51 @@ def table(report: dict) -> Table:
                     f"on {report['system']['cpu']}, {_threads(s['threads'])}",
               caption="* the build. p50 / build: a backend's p50 over the build's (below 1: faster than the build). "
                       "RSS: the process's peak (+ what loading and running the model added)")
-    for col in COLUMNS:
+    energy = any(conditions.known(p) for r in report["results"].values()
+                 for p in (r.get("device") or {}).get("power", {}).values())
+    for col in COLUMNS + (("W", "mJ/img") if energy else ()):
         t.add_column(col, justify="left" if col == "backend" else "right", no_wrap=col in ("backend", "RSS MiB"))
     for name, r in report["results"].items():
         for b, st in r["batches"].items():
             ratio = report["ratios"].get(name, {}).get(b, {}).get("p50")
+            p = (r.get("device") or {}).get("power", {}).get(b, {})
             t.add_row(name if name != report["backend"] else f"[bold]{name}[/]*", b, str(st["runs"]),
                       *(fmt(st[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "std_ms")),
                       f"{st['throughput_ips']:.1f}", _memory(r["memory"]),
-                      "1" if name == report["backend"] else fmt(ratio))
+                      "1" if name == report["backend"] else fmt(ratio),
+                      *((fmt(p.get("mean_w"), 2), fmt(p.get("mj_per_image"))) if energy else ()))
     return t
+
+
+def describe(device: dict) -> str:
+    """One line of a subject's device state (conditions.brief): clocks, heat, power mode, power."""
+    if "unavailable" in device:
+        return f"state not read: {device['unavailable']}"
+    parts = [f"on {device.get('host')}"]
+    if device.get("cpu_governor"):
+        mhz = device.get("cpu_mhz")
+        parts.append(f"CPU governor {device['cpu_governor']}" + (f", {mhz[0]:.0f} -> {mhz[1]:.0f} MHz" if mhz else ""))
+    else:
+        parts.append("CPU clock not readable (no cpufreq)")
+    hot = device.get("hottest_c")
+    parts.append(f"hottest {device['hottest_sensor']} {hot[0]:.1f} -> {hot[1]:.1f} C" if hot
+                 else "no temperature sensor")
+    if "power_mode" in device:
+        locked = {True: "clocks locked", False: "clocks not locked", None: "clocks: jetson_clocks --show needs root"}
+        parts.append(f"Jetson {device['power_mode']}, {locked[device.get('clocks_locked')]}")
+    if "throttled" in device:
+        parts.append(f"vcgencmd throttled={device['throttled']}")
+    watts = {b: p for b, p in device.get("power", {}).items() if conditions.known(p)}
+    parts.append("; ".join(f"batch {b}: {p['mean_w']:.2f} W ({p['of']}), {p['mj_per_image']:.3g} mJ/image"
+                           for b, p in watts.items()) if watts else "power: no sensor readable here")
+    return "; ".join(parts)
+
+
+def device_lines(report: dict) -> list[str]:
+    """Rich-markup lines under the table: each subject's device state, then every warning."""
+    lines = [f"[bold]device[/] ({escape(name)}): {escape(describe(conditions.brief(r['device'])))}"
+             for name, r in report["results"].items() if r.get("device")]
+    return lines + [f"[yellow]warning:[/] {escape(w)}" for w in report.get("warnings", [])]
 
 
 def plot(report: dict, path: str | Path) -> Path:

@@ -33,7 +33,12 @@ def int_list(value: str | None) -> list[int] | None:
 @click.option("--key", default=None, help="the board's tracker key (default: the build's target name)")
 @click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds to wait for the tracker")
-def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout):
+@click.option("--lock-clocks", is_flag=True, help="pin the clocks while timing where the device allows it "
+              "(CPU governor performance, jetson_clocks; needs root) and restore them after")
+@click.option("--wait-cool", type=float, default=None, metavar="C",
+              help="before each batch size, wait until the hottest sensor is at or below C degrees Celsius")
+def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout,
+              lock_clocks, wait_cool):
     """Measure a build's latency per batch size (mean, p50/p90/p99, min, stddev, throughput, memory)."""
     from edgecnn import bench
     from edgecnn.bench import report as benchreport
@@ -43,6 +48,9 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
     if rpc or key:
         load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare)
     report = bench.bench(build_dir, batches=int_list(batches), warmup=warmup, runs=runs, seconds=seconds,
-                         threads=threads, compare=compare, out=out, load=load, device=device)
+                         threads=threads, compare=compare, out=out, load=load, device=device,
+                         lock_clocks=lock_clocks, wait_cool=wait_cool)
     console.print(benchreport.table(report))
+    for line in benchreport.device_lines(report):
+        console.print(line)
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")

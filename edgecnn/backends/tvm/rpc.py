@@ -1,13 +1,16 @@
 """Run and time a TVM build on a remote board through TVM's own RPC tracker (the device farm).
 
 On a host both sides can reach:   python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190
-On each board (TVM runtime only): python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4
+On each board (TVM runtime only): python -m edgecnn.rpc_server --tracker HOST:9190 --key rpi4
+                                  (or TVM's plain python -m tvm.exec.rpc_server, which cannot report the
+                                  board's state)
 Then `edgecnn bench BUILD_DIR --rpc HOST:9190 --key rpi4` uploads the build's .so to a free board with
 that key, runs it there and times it with the board's own clock (TVM's time_evaluator), so network
-round trips are not in the numbers.
+round trips are not in the numbers; the board reads its own state and power around the runs (BoardProbe).
 """
 
 import functools
+import json
 import socket
 import struct
 import sys
@@ -18,6 +21,7 @@ import numpy as np
 from edgecnn.backends.base import DEFAULT_SECONDS, MAX_RUNS, MIN_RUNS
 from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.runner import VmRunner
+from edgecnn.backends.tvm.server import FUNCTION
 from edgecnn.compiler import manifest as manifest_mod
 from edgecnn.core.errors import EdgecnnError, suggest
 
@@ -130,10 +134,55 @@ class RemoteRunner(VmRunner):
     def memory(self) -> dict:
         return {"peak_rss_mib": None, "runner_rss_mib": None, "gpu_mib": None, "note": "remote: not measured"}
 
+    def device_probe(self) -> "BoardProbe":
+        return BoardProbe(self.session, self.name)
+
     def close(self) -> None:
         # Dropping the last reference to the session (a remote device holds one too) closes the
         # connection, which frees the board for the next request.
         self.vm = self.main = self.device = self.session = None
+
+
+class BoardProbe:
+    """The board's own state reader (edgecnn.bench.conditions.Probe, served by edgecnn.rpc_server); on a
+    board running TVM's plain rpc_server every reading is a note saying so."""
+
+    def __init__(self, session, board: str):
+        try:
+            self.remote = session.get_function(FUNCTION)
+            self.note = None
+        except AttributeError:  # "Module has no function": TVM's plain server
+            self.remote = None
+            self.note = (f"the board ({board}) runs TVM's plain rpc_server, which cannot read its state: start "
+                         "it with python -m edgecnn.rpc_server --tracker HOST:PORT --key KEY (pip install "
+                         "--no-deps edgecnn there)")
+
+    def call(self, method: str, *args, fallback=None):
+        if self.remote is None:
+            return fallback
+        return json.loads(self.remote(method, json.dumps(args)))
+
+    def reading(self, method: str) -> dict:
+        try:
+            return self.call(method, fallback={"unavailable": self.note})
+        except Exception as e:  # the board's error arrives as one of several TVM error types
+            lines = str(e).strip().splitlines()
+            return {"unavailable": f"the board's reader failed: {lines[-1] if lines else type(e).__name__}"}
+
+    def state(self) -> dict:
+        return self.reading("state")
+
+    def meter_start(self) -> None:
+        self.call("meter_start")
+
+    def meter_stop(self) -> dict:
+        return self.reading("meter_stop")
+
+    def lock_clocks(self) -> dict:
+        return self.call("lock_clocks", fallback={"done": [], "not_done": [self.note], "restore": {}})
+
+    def restore_clocks(self, record: dict) -> dict:
+        return self.call("restore_clocks", record, fallback={"restored": [], "failed": []})
 
 
 def loader(build_dir: str | Path, address: str, key: str | None = None, *, timeout: float = 10.0,
