@@ -31,15 +31,16 @@ def default_out(onnx_path: Path, target: str, precision: str) -> Path:
 
 
 def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: str, *, batch: int | None = 1,
-               facts: dict | None = None, **opts) -> dict:
+               facts: dict | None = None, model=None, **opts) -> dict:
     """Compile into the existing folder out_dir: model.onnx, the artifact, manifest.json; returns the manifest.
 
     The one way to a loadable build: compile, localisation and the operator matrix all come through here.
-    facts: what compile_model found (image_model.describe); else read from the ONNX as it is.
+    facts: what compile_model found (image_model.describe); else read from the ONNX as it is. model: the ONNX
+    loaded already (else loaded here).
     """
     import onnx
 
-    model = onnx.load(str(onnx_path))  # checked by compile_model, or made by edgecnn
+    model = onnx.load(str(onnx_path)) if model is None else model  # checked by compile_model, or ours
     meta = onnx_utils.read_meta(model)
     facts = facts or image_model.describe(model, onnx_path, strict=False)
     prepared, changes = image_model.prepare(model, facts["input"])
@@ -88,5 +89,5 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
     facts = image_model.describe(model, onnx_path, given)
     out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
     with atomic_dir(out) as tmp:
-        build_into(tmp, onnx_path, tgt, precision, batch=batch, facts=facts, **opts)
+        build_into(tmp, onnx_path, tgt, precision, batch=batch, facts=facts, model=model, **opts)
     return out

@@ -231,13 +231,18 @@ def check_classes(outs: list[dict], labels: list | None) -> None:
 
 def prepare(model, spec: dict) -> tuple[object, list[str]]:
     """A copy of the model every backend takes: no initializer among the inputs, the input's dims fixed
-    (its batch kept), opset >= 7. Returns (model, what changed); the same model when nothing had to."""
+    (its batch kept), opset >= 7. Returns (model, what changed); the model itself (no copy: it may be over
+    2 GB) when nothing has to."""
     import onnx
 
+    weights = {i.name for i in model.graph.initializer}
+    listed = [i.name for i in model.graph.input if i.name in weights]
+    have = onnx_utils.dims(next(i for i in model.graph.input if i.name == spec["name"]))
+    want = [have[0], *spec["shape"][1:]]
+    if not listed and have == want and onnx_utils.opset_of(model) >= MIN_OPSET:
+        return model, []
     changes, out = [], onnx.ModelProto()
     out.CopyFrom(model)
-    weights = {i.name for i in out.graph.initializer}
-    listed = [i for i in out.graph.input if i.name in weights]
     if listed:
         keep = [i for i in out.graph.input if i.name not in weights]
         del out.graph.input[:]
@@ -245,16 +250,14 @@ def prepare(model, spec: dict) -> tuple[object, list[str]]:
         changes.append(f"{len(listed)} initializers listed as inputs are weights (IR {out.ir_version} -> "
                        f"{max(out.ir_version, 4)})")
         out.ir_version = max(out.ir_version, 4)
-    inp = next(i for i in out.graph.input if i.name == spec["name"])
-    want = [onnx_utils.dims(inp)[0], *spec["shape"][1:]]
-    if onnx_utils.dims(inp) != want:
-        changes.append(f"input '{inp.name}' {onnx_utils.dims(inp)} fixed to {want}")
-        onnx_utils.set_dims(inp, want)
+    if have != want:
+        changes.append(f"input '{spec['name']}' {have} fixed to {want}")
+        onnx_utils.set_dims(next(i for i in out.graph.input if i.name == spec["name"]), want)
         del out.graph.value_info[:]  # shapes inferred from the dynamic input may be stale
     if onnx_utils.opset_of(out) < MIN_OPSET:
         changes.append(f"opset {onnx_utils.opset_of(out)} -> {MIN_OPSET} (ONNX Runtime's oldest)")
         out = onnx_utils.convert_opset(out, MIN_OPSET)
-    return (out, changes) if changes else (model, [])
+    return out, changes
 
 
 def write(prepared, changed: bool, src: Path, dest: Path) -> list[str]:

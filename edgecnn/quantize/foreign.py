@@ -31,7 +31,7 @@ def prepare_fp32(onnx_path: Path, dest: Path, *, opset: int, given: dict | None)
     spec = {"model": facts["model"], "input": facts["input"], "classes": facts["labels"]}
     onnx_utils.write_meta(prepared, {**meta, "format": "edgecnn.onnx/1", **spec, "precision": "fp32",
                                      "source": {"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path)}})
-    onnx_utils.save(prepared, dest, external=prepared.ByteSize() > onnx_utils.PROTOBUF_LIMIT)
+    onnx_utils.save(prepared, dest, external=onnx_utils.too_big(prepared))
     return spec
 
 
