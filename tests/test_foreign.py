@@ -9,11 +9,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from conftest import ROOT, run_cli
 from foreign_models import (caffe_zoo, dynamic_hw, image_folder, keras_nhwc, make_tiny_resnet, squeezenet_like,
                              uint8_nhwc, upsampling_opset9)
 
-from edgecnn import compiler, export, verify
+from edgecnn import bench, compiler, export, verify
 from edgecnn.core.fileio import sha256
 from edgecnn.deploy import bundle, runtime
 
@@ -75,6 +76,8 @@ def test_keras_nhwc_model_with_a_dynamic_batch(tmp_path, folder):
     assert (man["input"]["layout"], man["input"]["shape"], man["input"]["scale"]) == ("NHWC", ["unk__n", 32, 32, 3],
                                                                                       1 / 127.5)
     assert verify.verify(dyn, data=f"imagefolder:{folder}")["outputs"]["dense_1"]["max_abs"] <= 1e-4
+    timed = bench.bench(dyn, batches=[1, 4], runs=3, warmup=1, threads=1, compare=["onnxruntime"], plot=False)
+    assert set(timed["results"]["onnxruntime"]["batches"]) == {"1", "4"}  # the source's dynamic batch, at 32x32x3
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)  # N x H x W x C pixels
     want = ort.InferenceSession(str(path)).run(None, {"input_1": images.astype(np.float32) / 127.5 - 1})[0]
     with runtime.load(bundle.pack(dyn)) as model:
@@ -100,6 +103,7 @@ def test_uint8_and_dynamic_hw_inputs(tmp_path):
     want = np.concatenate([ort.InferenceSession(str(u8)).run(None, {"image": p[None]})[0] for p in pixels])
     with runtime.load(bundle.pack(tmp_path / "u8" / "host")) as model:
         np.testing.assert_allclose(model.logits(pixels), want, atol=1e-4)
+    assert bench.bench(tmp_path / "u8" / "host", runs=3, warmup=1, threads=1, plot=False)["results"]["tvm"]
     fcn = dynamic_hw(tmp_path / "fcn.onnx")
     r = run_cli("compile", fcn, "--target", "host", "--out", tmp_path / "fcn")
     assert r.returncode == 1 and "--input-shape" in r.stderr and r.stderr.count("\n") == 1
@@ -167,12 +171,22 @@ def test_cli_exports_a_factory_from_the_users_code(tmp_path):
     (tmp_path / "mynets.py").write_text("import sys\nsys.path.insert(0, %r)\nfrom foreign_models import make_tiny_resnet\n"
                                         "def build(classes=5):\n    return make_tiny_resnet(classes)\n" % str(ROOT / "tests"))
     (tmp_path / "labels.txt").write_text("ant\nbee\ncat\n")
-    r = run_cli("export", "mynets:build", "--arg", "classes=3", "--input-shape", "1x3x32x32", "--mean", "0.5",
-                "--std", "0.5", "--labels", "labels.txt", "--out", "net.onnx", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    trained = make_tiny_resnet(3)
+    for p in trained.parameters():  # weights the factory does not make: they must come from --weights
+        p.data.mul_(1.25)
+    torch.save(trained.state_dict(), tmp_path / "best.pt")
+    r = run_cli("export", "mynets:build", "--arg", "classes=3", "--weights", "best.pt", "--input-shape", "1x3x32x32",
+                "--mean", "0.5", "--std", "0.5", "--labels", "labels.txt", "--out", "net.onnx", cwd=tmp_path,
+                env={"PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     assert "matches PyTorch" in r.stdout
     meta = {p.key: json.loads(p.value) for p in onnx.load(str(tmp_path / "net.onnx")).metadata_props}
     assert meta["edgecnn.classes"] == ["ant", "bee", "cat"] and meta["edgecnn.input"]["mean"] == [0.5]
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        want = trained.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ort.InferenceSession(str(tmp_path / "net.onnx")).run(None, {"input": x})[0], want,
+                               atol=1e-4)
     r = run_cli("export", "mynets:nothing", "--input-shape", "1x3x32x32", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert r.returncode == 1 and "cannot import mynets:nothing" in r.stderr and r.stderr.count("\n") == 1
 

@@ -49,7 +49,8 @@ def export_cmd(run_dir, *, out, opset, batch, weights, args, **facts):
                                   opset=opset, batch=batch)
     else:
         path = export.export(run_dir, out, opset=opset, batch=batch)
-    console.print(f"exported {path} (opset {opset}, batch {batch}), matches PyTorch within {export.EXPORT_ATOL}")
+    console.print(f"exported {path} (opset {opset}, batch {batch}), matches PyTorch within {export.EXPORT_ATOL} "
+                  "(times the largest logit above 1)")
 
 
 def factory_args(args) -> dict:

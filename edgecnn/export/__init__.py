@@ -131,7 +131,8 @@ def load_factory(target: str, weights: str | Path | None = None, **kwargs) -> to
 
 
 def check_against_torch(model, onnx_path: Path, spec: dict, n: int = 8) -> float:
-    """Run random inputs through PyTorch and ONNX Runtime; raise when logits differ by > EXPORT_ATOL."""
+    """Run random inputs through PyTorch and ONNX Runtime; raise when logits differ by > EXPORT_ATOL (times the
+    largest logit, when above 1)."""
     from edgecnn.backends.onnxruntime import OrtRunner
 
     runner = OrtRunner(onnx_path)
@@ -140,6 +141,8 @@ def check_against_torch(model, onnx_path: Path, spec: dict, n: int = 8) -> float
         want = model(torch.from_numpy(x)).numpy()
     got = runner.run(x)["logits"]
     err = float(np.abs(got - want).max())
-    if err > EXPORT_ATOL:
-        raise EdgecnnError(f"exported ONNX differs from PyTorch by {err:.2e} (> {EXPORT_ATOL}): export refused")
+    scale = max(1.0, float(np.abs(want).max()))  # float32 rounding grows with the logits (a user's module)
+    if err > EXPORT_ATOL * scale:
+        raise EdgecnnError(f"exported ONNX differs from PyTorch by {err:.2e} (> {EXPORT_ATOL} x {scale:.3g}, the "
+                           "largest logit): export refused")
     return err
