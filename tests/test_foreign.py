@@ -15,6 +15,7 @@ from foreign_models import (caffe_zoo, dynamic_hw, image_folder, keras_nhwc, mak
                              uint8_nhwc, upsampling_opset9)
 
 from edgecnn import bench, compiler, export, verify
+from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256
 from edgecnn.deploy import bundle, runtime
 
@@ -108,6 +109,8 @@ def test_uint8_and_dynamic_hw_inputs(tmp_path):
     r = run_cli("compile", fcn, "--target", "host", "--out", tmp_path / "fcn")
     assert r.returncode == 1 and "--input-shape" in r.stderr and r.stderr.count("\n") == 1
     compile_and_verify(fcn, tmp_path / "fcn", "random", given={"input_shape": "x:1x3x40x40"})
+    with pytest.raises(EdgecnnError, match="fixes its batch at 1 .*: compile it with --batch 1"):
+        compiler.compile_model(u8, "host", out=tmp_path / "none", batch=None)
 
 
 def test_opset9_model_for_tensorrt_targets(tmp_path):

@@ -45,7 +45,7 @@ def test_dynamic_dims_need_an_input_shape(tmp_path):
                                            r"--input-shape 1x3x224x224"):
         facts(path)
     assert facts(path, input_shape="Nx3x40x48")["input"]["shape"] == ["N", 3, 40, 48]
-    assert facts(path, input_shape="x:1x3x40x40")["input"]["shape"] == [1, 3, 40, 40]
+    assert facts(path, input_shape="x:1x3x40x40")["input"]["shape"] == ["N", 3, 40, 40]  # the batch: --batch
     with pytest.raises(EdgecnnError, match="names input 'data'; the model's input is 'x'"):
         facts(path, input_shape="data:1x3x40x40")
     with pytest.raises(EdgecnnError, match="only its dynamic dimensions can be set"):

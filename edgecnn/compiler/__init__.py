@@ -87,6 +87,10 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
     if backend.compile_needs_runtime:  # TensorRT prepares anywhere, builds on the device
         backends.require(tgt.backend)
     facts = image_model.describe(model, onnx_path, given)
+    fixed = facts["input"]["shape"][0]
+    if batch is None and isinstance(fixed, int) and fixed > 0:
+        raise EdgecnnError(f"--batch dynamic: {onnx_path.name} fixes its batch at {fixed} (input "
+                           f"'{facts['input']['name']}' {facts['input']['shape']}): compile it with --batch {fixed}")
     out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
     with atomic_dir(out) as tmp:
         build_into(tmp, onnx_path, tgt, precision, batch=batch, facts=facts, model=model, **opts)

@@ -116,7 +116,8 @@ def guess_layout(model, inp) -> str:
 
 
 def fixed_dims(inp, given: list | None) -> list:
-    """The input's dims with H, W (and C) fixed by --input-shape where the model leaves them dynamic."""
+    """The input's dims with H, W (and C) fixed by --input-shape where the model leaves them dynamic; its
+    batch as the model has it."""
     have = onnx_utils.dims(inp)
     if given is None:
         if not all(isinstance(d, int) and d > 0 for d in have[1:]):
@@ -128,8 +129,7 @@ def fixed_dims(inp, given: list | None) -> list:
         if isinstance(got, int) and got > 0 and got != want:
             raise EdgecnnError(f"--input-shape {'x'.join(map(str, given[1:]))} does not fit input '{inp.name}' "
                                f"{have}: only its dynamic dimensions can be set")
-    batch = given[0] if given[0] is not None and not (isinstance(have[0], int) and have[0] > 0) else have[0]
-    return [batch, *given[1:]]
+    return [have[0], *given[1:]]  # the batch is the build's (--batch, or --input-shape's through the CLI)
 
 
 def preprocessing(meta: dict, given: dict, dtype: str, channels: int) -> dict:
