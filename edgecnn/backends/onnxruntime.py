@@ -8,6 +8,7 @@ import numpy as np
 from edgecnn.backends.base import Backend, QdqForm, Runner
 from edgecnn.core.errors import EdgecnnError, MissingDependency
 
+DTYPES = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}  # else float32
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
 
@@ -29,7 +30,7 @@ class OrtRunner(Runner):
             raise EdgecnnError(f"ONNX Runtime cannot load {onnx_path}: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.input_dtype = DTYPES.get(inp.type, np.float32)
         self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.input_shape = inp.shape[1:] if all(isinstance(d, int) for d in inp.shape[1:]) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -53,12 +54,18 @@ class OnnxRuntimeBackend(Backend):
         return None
 
     def compile(self, onnx_path, target, precision, out_dir, *, batch=1, **opts) -> dict:
-        """ONNX Runtime runs the ONNX itself: the artifact is the build's model.onnx, checked to load."""
+        """ONNX Runtime runs the ONNX itself: the artifact is the build's model.onnx (and its external data),
+        checked to load."""
+        import onnx
+
+        from edgecnn.core.onnx_utils import external_files
+
         dest = Path(out_dir) / "model.onnx"
         if Path(onnx_path).resolve() != dest.resolve():
             shutil.copyfile(onnx_path, dest)
         OrtRunner(dest)
-        return {"file": dest.name}
+        files = external_files(onnx.load(str(dest), load_external_data=False))
+        return {"file": dest.name, **({"files": files} if files else {})}
 
     def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> OrtRunner:
         options = manifest["target"].get("options") or {}

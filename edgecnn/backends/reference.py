@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.image_model import MIN_OPSET
 
 AGAINST = ("torch", "onnxruntime", "fakequant")
 
@@ -21,21 +22,26 @@ class Reference:
     checkpoint: Path | None = None  # the checkpoint a torch reference runs
 
 
-def default_against(precision: str) -> str:
-    """int8 builds are held to their fake-quant reference; the rest to the trained PyTorch model."""
-    return "fakequant" if precision == "int8" else "torch"
+def default_against(precision: str, man: dict | None = None) -> str:
+    """int8 builds are held to their fake-quant reference; the rest to the trained PyTorch model, or to ONNX
+    Runtime on the source ONNX when no checkpoint is recorded (a model from elsewhere)."""
+    if precision == "int8":
+        return "fakequant"
+    return "torch" if man is None or (man.get("source") or {}).get("checkpoint") else "onnxruntime"
 
 
 def reference(build_dir: str | Path, man: dict, against: str | None = None) -> Reference:
     """The reference of a build for `against` (default: by the build's precision)."""
     build_dir = Path(build_dir)
-    against = against or default_against(man["precision"])
+    against = against or default_against(man["precision"], man)
     if against == "torch":
         path = man.get("source", {}).get("checkpoint")
         return Reference(against, None, checkpoint=Path(path) if path else None)
-    if against == "onnxruntime":
-        src = Path(man.get("source", {}).get("onnx") or build_dir / "model.onnx")
-        return Reference(against, src if src.exists() else build_dir / "model.onnx")
+    if against == "onnxruntime":  # the source itself, unless ONNX Runtime cannot run its opset
+        source = man.get("source", {})
+        src = Path(source.get("onnx") or build_dir / "model.onnx")
+        runs = src.exists() and source.get("opset", MIN_OPSET) >= MIN_OPSET
+        return Reference(against, src if runs else build_dir / "model.onnx")
     if against == "fakequant":
         return Reference(against, build_dir / "model.onnx", level="disable")
     raise EdgecnnError(f"--against {against}: use {', '.join(AGAINST)}")
@@ -56,5 +62,9 @@ def load(ref: Reference, *, threads: int | None = None):
 
 
 def load_for(build_dir: str | Path, man: dict, against: str | None = None, *, threads: int | None = None):
-    """reference() then load(): the runner a build is compared with."""
-    return load(reference(build_dir, man, against), threads=threads)
+    """reference() then load(): the runner a build is compared with (at the build's input shape, where the
+    source leaves it dynamic)."""
+    runner = load(reference(build_dir, man, against), threads=threads)
+    if runner.input_shape is None:
+        runner.input_shape = list(man["input"]["shape"][1:])
+    return runner

@@ -115,13 +115,21 @@ def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
 
 def _time_batch(runner, b: int, plan: dict, *, label: str, bar, watch) -> dict:
     task = bar.add_task(f"bench {label} batch {b}", total=plan["runs"], info="")
-    x = np.random.default_rng(0).standard_normal((b, *runner.input_shape)).astype(np.float32)
+    x = random_input(runner, b)
     with watch.batch(b):
         ns = np.asarray(runner.time_runs(x, warmup=plan["warmup"], runs=plan["runs"], seconds=plan["seconds"],
                                          tick=lambda: bar.advance(task)), np.int64)
     result = {**stats(ns, b), "times_ms": [round(t / 1e6, 5) for t in ns.tolist()]}
     bar.update(task, info=f"p50 {result['p50_ms']:.3f} ms")
     return result
+
+
+def random_input(runner, batch: int) -> np.ndarray:
+    """A batch of the runner's input: uint8 pixels for a model taking them, else standard normal floats."""
+    rng, shape = np.random.default_rng(0), (batch, *runner.input_shape)
+    if np.dtype(runner.input_dtype) == np.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _check_batches(runner, batches: list[int]) -> None:

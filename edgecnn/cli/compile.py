@@ -3,6 +3,7 @@
 import click
 
 from edgecnn.cli.export import batch_option
+from edgecnn.cli.options import given, model_facts
 from edgecnn.core.progress import console
 
 
@@ -12,17 +13,34 @@ from edgecnn.core.progress import console
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="default: the ONNX's precision, else the target's")
 @click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION)")
-@click.option("--batch", default="1", show_default=True, help="fixed batch of the artifact, or dynamic")
+@click.option("--batch", default=None, help="fixed batch of the artifact, or dynamic (default: --input-shape's, "
+              "else 1)")
 @click.option("--tune-db", default=None, metavar="DIR", help="apply this edgecnn tune database (TVM targets)")
-def compile_cmd(onnx_path, *, target, precision, out, batch, tune_db):
-    """Compile an ONNX model for a target into a build directory with manifest.json."""
+@model_facts
+def compile_cmd(onnx_path, *, target, precision, out, batch, tune_db, **facts):
+    """Compile an ONNX model for a target into a build directory with manifest.json.
+
+    A model from elsewhere (tf2onnx, model zoos, your PyTorch code) may need its preprocessing and labels
+    said once (--mean, --std, --scale, --channel-order, --labels, or MODEL.yaml beside it): they are recorded
+    in the manifest, and verify, bench, bundle and the runtime use them."""
     from edgecnn import compiler
 
-    batch = batch_option(batch)
     opts = {"tune_db": tune_db} if tune_db else {}
-    path = compiler.compile_model(onnx_path, target, precision, out, batch=None if batch == "dynamic" else batch,
-                                  **opts)
+    path = compiler.compile_model(onnx_path, target, precision, out, batch=batch_of(batch, facts.get("input_shape")),
+                                  given=given(facts), **opts)
     console.print(f"built {path}")
+
+
+def batch_of(batch: str | None, input_shape: str | None) -> int | None:
+    """--batch N|dynamic, else the batch --input-shape gives (N: dynamic), else 1."""
+    if batch is not None:
+        value = batch_option(batch)
+        return None if value == "dynamic" else value
+    if input_shape:
+        from edgecnn.core.image_model import parse_shape
+
+        return parse_shape(input_shape)[1][0]
+    return 1
 
 
 @click.command("targets")

@@ -3,14 +3,19 @@
 import click
 
 from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_forms
+from edgecnn.cli.options import given, model_facts
 from edgecnn.core.progress import console
 
 
 @click.command("quantize")
-@click.argument("run_dir", metavar="RUN_DIR")
+@click.argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
 @click.option("--method", type=click.Choice(["ptq", "qat", "fp16"]), default="ptq", show_default=True,
               help="int8 post-training, int8 quantization-aware fine-tuning, or an fp16 conversion")
-@click.option("--calib", type=int, default=512, show_default=True, help="calibration images (held-out val split)")
+@click.option("--calib", default="512", show_default=True, help="N calibration images of RUN_DIR's held-out val "
+              "split, or DIR: a folder of images (MODEL.onnx; a fixed sample of --calib-images)")
+@click.option("--calib-images", type=int, default=512, show_default=True, help="with --calib DIR: how many")
+@click.option("--data", default=None, help="MODEL.onnx: labelled images to measure on (imagefolder:DIR, idx:DIR, "
+              "npz:FILE; default: the folder's images not calibrated on)")
 @click.option("--algo", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
               show_default=True, help="activation range calibration")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="weight scales")
@@ -27,18 +32,22 @@ from edgecnn.core.progress import console
 @click.option("--fp16-io", is_flag=True, help="fp16: make the input and output fp16 too (default float32)")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (TensorRT 8.5 takes <= 17)")
 @click.option("--limit", type=int, default=None, help="first N test (and QAT train) images: a quick trial")
-@click.option("--out", default=None, help="output folder (default RUN_DIR)")
-def quantize_cmd(run_dir, *, method, calib, algo, per_channel, form, skip, auto, max_drop, sensitivity, epochs, lr, fp16_io,
-                 opset, limit, out):
-    """Quantize a trained RUN_DIR: model.int8.onnx (Q/DQ for TensorRT, ONNX Runtime, TVM) or model.fp16.onnx,
-    with fp32 vs quantized test top-1, per-layer sensitivity (quant.json, quant-sensitivity.png)."""
+@click.option("--out", default=None, help="output folder (default RUN_DIR, or MODEL.onnx's folder)")
+@model_facts
+def quantize_cmd(run_dir, *, method, calib, calib_images, data, algo, per_channel, form, skip, auto, max_drop,
+                 sensitivity, epochs, lr, fp16_io, opset, limit, out, **facts):
+    """Quantize a trained RUN_DIR, or an ONNX from elsewhere with --calib DIR: model.int8.onnx (Q/DQ for
+    TensorRT, ONNX Runtime, TVM) or model.fp16.onnx, with fp32 vs quantized top-1 and per-layer sensitivity
+    (quant.json, quant-sensitivity.png; STEM.int8.onnx, STEM.quant.json for STEM.onnx)."""
     from rich.markup import escape
 
     from edgecnn.quantize import quantize, report
 
-    rep = quantize(run_dir, out, method=method, calib=calib, algo=algo, per_channel=per_channel, form=form, skip=list(skip),
-                   auto=auto, max_drop=max_drop, sensitivity=sensitivity, epochs=epochs, lr=lr,
-                   keep_io_fp32=not fp16_io, opset=opset, limit=limit)
+    folder = None if calib.isdigit() else calib
+    rep = quantize(run_dir, out, method=method, calib=calib_images if folder else int(calib), calib_dir=folder,
+                   data=data, given=given(facts), algo=algo, per_channel=per_channel, form=form, skip=list(skip), auto=auto,
+                   max_drop=max_drop, sensitivity=sensitivity, epochs=epochs, lr=lr, keep_io_fp32=not fp16_io,
+                   opset=opset, limit=limit)
     console.print(report.accuracy_table(rep))
     sens = report.sensitivity_table(rep)
     if sens is not None:

@@ -4,41 +4,23 @@
     manifest.py  manifest.json: what was compiled, how, with which tools, every file's sha256
 """
 
-import shutil
 from pathlib import Path
 
 from edgecnn import backends
 from edgecnn.compiler import manifest, targets
-from edgecnn.core import onnx_utils
+from edgecnn.core import image_model, onnx_utils
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, sha256
 
 
-def check_image_model(model) -> None:
-    """Refuse what edgecnn does not compile: it takes image models with one N x C x H x W float32 input."""
-    if len(model.graph.input) != 1:
-        raise EdgecnnError(f"the model has {len(model.graph.input)} inputs: edgecnn compiles image models "
-                           "with one N x C x H x W float32 input")
-    inp = model.graph.input[0]
-    shape = onnx_utils.dims(inp)
-    fixed = all(isinstance(d, int) and d > 0 for d in shape[1:])
-    if len(shape) != 4 or inp.type.tensor_type.elem_type != 1 or not fixed:
-        raise EdgecnnError(f"input '{inp.name}' has shape {shape}: edgecnn compiles image models with one "
-                           "N x C x H x W float32 input (C, H, W fixed); re-export with edgecnn export")
-
-
-def input_output_spec(model, batch) -> tuple[dict, list[dict]]:
+def with_batch(facts: dict, batch: int | None) -> tuple[dict, list[dict]]:
     """The build's input and outputs for the manifest, with the batch fixed to `batch` (None: dynamic)."""
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    inp = model.graph.input[0]
-    shape = onnx_utils.dims(inp)
-    if batch is not None and shape:
-        shape[0] = batch
-    outs = [{"name": o.name, "shape": [batch if i == 0 and batch is not None else d
-                                       for i, d in enumerate(onnx_utils.dims(o))]} for o in model.graph.output]
-    dtype = str(tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type))
-    return {"name": inp.name, "shape": shape, "dtype": dtype}, outs
+    inp = {**facts["input"], "shape": list(facts["input"]["shape"])}
+    if batch is not None and inp["shape"]:
+        inp["shape"][0] = batch
+    outs = [{**o, "shape": [batch if i == 0 and batch is not None else d for i, d in enumerate(o["shape"])]}
+            for o in facts["outputs"]]
+    return inp, outs
 
 
 def default_out(onnx_path: Path, target: str, precision: str) -> Path:
@@ -49,31 +31,50 @@ def default_out(onnx_path: Path, target: str, precision: str) -> Path:
 
 
 def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: str, *, batch: int | None = 1,
-               **opts) -> dict:
+               facts: dict | None = None, model=None, **opts) -> dict:
     """Compile into the existing folder out_dir: model.onnx, the artifact, manifest.json; returns the manifest.
 
     The one way to a loadable build: compile, localisation and the operator matrix all come through here.
+    facts: what compile_model found (image_model.describe); else read from the ONNX as it is. model: the ONNX
+    loaded already (else loaded here).
     """
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)  # checked by compile_model, or made by edgecnn
+    model = onnx.load(str(onnx_path)) if model is None else model  # checked by compile_model, or ours
     meta = onnx_utils.read_meta(model)
-    inp, outs = input_output_spec(model, batch)
-    shutil.copyfile(onnx_path, out_dir / "model.onnx")
+    facts = facts or image_model.describe(model, onnx_path, strict=False)
+    prepared, changes = image_model.prepare(model, facts["input"])
+    data_files = image_model.write(prepared, bool(changes), onnx_path, out_dir / "model.onnx")
+    inp, outs = with_batch(facts, batch)
     backend = backends.get(tgt.backend)
     artifact = backend.compile(out_dir / "model.onnx", tgt, precision, out_dir, batch=batch, **opts)
     return manifest.write(out_dir, {
-        "model": meta.get("model", {}), "recipe": meta.get("recipe"), "labels": meta.get("classes"),
-        "input": {**meta.get("input", {}), **inp}, "outputs": outs, "data": meta.get("data"),
-        "target": tgt.raw, "backend": tgt.backend, "precision": precision, "artifact": artifact,
-        "source": {"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path),
-                   "checkpoint": meta.get("checkpoint"), "checkpoint_sha256": meta.get("checkpoint_sha256")},
+        "model": facts["model"], "recipe": meta.get("recipe"), "labels": facts["labels"], "input": inp,
+        "outputs": outs, "data": meta.get("data"), "target": tgt.raw, "backend": tgt.backend, "precision": precision,
+        "artifact": artifact, "source": source(onnx_path, model, meta, changes=changes, data_files=data_files),
         "options": {k: str(v) for k, v in opts.items() if v is not None}})
 
 
+def source(onnx_path: Path, model, meta: dict, *, changes: list[str], data_files: list[str]) -> dict:
+    """Where the build came from: the ONNX (and its external data) with their sha256, the checkpoint."""
+    import onnx
+
+    external = onnx_utils.external_files(onnx.load(str(onnx_path), load_external_data=False))
+    return {"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path),
+            **({"external_data": {f: sha256(onnx_path.parent / f) for f in external}} if external else {}),
+            "opset": onnx_utils.opset_of(model), "ir_version": model.ir_version, "prepared": changes,
+            **({"prepared_data": data_files} if data_files else {}),
+            "checkpoint": meta.get("checkpoint"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
+            **({"fp32_onnx": meta["source"]["onnx"], "fp32_onnx_sha256": meta["source"]["onnx_sha256"]}
+               if isinstance(meta.get("source"), dict) else {})}  # what a quantized ONNX from elsewhere came from
+
+
 def compile_model(onnx_path: str | Path, target: str, precision: str | None = None, out: str | Path | None = None,
-                  *, batch: int | None = 1, **opts) -> Path:
-    """Compile an exported ONNX for a target; the build directory appears only when everything worked."""
+                  *, batch: int | None = 1, given: dict | None = None, **opts) -> Path:
+    """Compile an image classifier's ONNX for a target; the build directory appears only when everything worked.
+
+    given: what the user says about the model (image_model.GIVEN: mean, std, scale, channel_order, layout,
+    labels, input_shape), over MODEL.yaml beside it and the ONNX's own metadata."""
     onnx_path = Path(onnx_path)
     tgt = targets.load(target)
     model = onnx_utils.load(onnx_path)
@@ -85,8 +86,12 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
     backend = backends.get(tgt.backend)
     if backend.compile_needs_runtime:  # TensorRT prepares anywhere, builds on the device
         backends.require(tgt.backend)
-    check_image_model(model)
+    facts = image_model.describe(model, onnx_path, given)
+    fixed = facts["input"]["shape"][0]
+    if batch is None and isinstance(fixed, int) and fixed > 0:
+        raise EdgecnnError(f"--batch dynamic: {onnx_path.name} fixes its batch at {fixed} (input "
+                           f"'{facts['input']['name']}' {facts['input']['shape']}): compile it with --batch {fixed}")
     out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
     with atomic_dir(out) as tmp:
-        build_into(tmp, onnx_path, tgt, precision, batch=batch, **opts)
+        build_into(tmp, onnx_path, tgt, precision, batch=batch, facts=facts, model=model, **opts)
     return out

@@ -40,8 +40,11 @@ def fit(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     return np.stack(out).astype(np.uint8)
 
 
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 NCHW -> float32 NCHW, (x / 255 - mean) / std per channel: the preprocessing every stage uses."""
+def normalize(images: np.ndarray, mean, std, scale: float | None = None) -> np.ndarray:
+    """uint8 NCHW -> float32 NCHW, (x / 255 - mean) / std per channel (x * scale with a scale): the
+    preprocessing every stage uses (edgecnn.data.preprocess applies a manifest's section with it)."""
     mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+    x = images.astype(np.float32)
+    x = x / 255.0 if scale is None else x * np.float32(scale)
+    return ((x - mean) / std).astype(np.float32)

@@ -74,15 +74,28 @@ def load_fashion_mnist(split: str, root: str | None = None) -> ImageSet:
 def load_image_folder(root: str | Path, split: str, size: int, channels: int) -> ImageSet:
     """root/<split>/<class>/*.png (Pillow); images are resized to size x size."""
     base = Path(root) / split
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
-    if not classes:
+    ds = read_image_dir(base, size, channels) if base.is_dir() else None
+    if ds is None or not ds.classes:
         raise EdgecnnError(f"no class folders in {base}: expected {base}/<class>/<image files>")
+    return ds
+
+
+def read_image_dir(folder: str | Path, size: int, channels: int) -> ImageSet:
+    """folder/<class>/<images> (labelled by class, classes sorted) or folder/<images> (unlabelled: label -1,
+    no classes); images resized to size x size."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgecnnError(f"image folder not found: {folder}")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    groups = [(i, folder / c) for i, c in enumerate(classes)] or [(-1, folder)]
     images, labels = [], []
-    for label, name in enumerate(classes):
-        for f in sorted((base / name).iterdir()):
+    for label, sub in groups:
+        for f in sorted(sub.iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(load_image(f, size, channels))
                 labels.append(label)
+    if not images:
+        raise EdgecnnError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder} or its class folders")
     return ImageSet(np.stack(images), np.array(labels, np.int64), classes)
 
 

@@ -75,18 +75,24 @@ def pack(build_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def readme(man: dict) -> str:
     """README.md for the app developer: input, preprocessing, outputs, labels, measurements, files."""
-    inp, out = man["input"], man["outputs"][0]
+    from edgecnn.data import preprocess
+
+    inp = man["input"]
+    out = next((o for o in man["outputs"] if o.get("classes")), man["outputs"][0])
+    channels, height, width = preprocess.geometry(inp)
     labels = man.get("labels") or []
+    probabilities = out.get("scores") == "probabilities"
     lines = [f"# {man.get('model', {}).get('name', 'model')}: {man['target']['name']} ({man['precision']}), "
              f"an edgecnn bundle", "",
              f"Backend {man['backend']} ({', '.join(f'{k} {v}' for k, v in man.get('tools', {}).items())}).", "",
              "## Input", "",
-             f"One float32 tensor `{inp['name']}`, {inp.get('layout', 'NCHW')} {inp['shape']}"
+             f"One {inp.get('dtype', 'float32')} tensor `{inp['name']}`, {inp.get('layout', 'NCHW')} {inp['shape']}"
              f"{' (that batch only)' if isinstance(inp['shape'][0], int) else ''}, from uint8 pixels "
-             f"({'greyscale' if inp['shape'][1] == 1 else 'RGB'}, resized to {inp['shape'][2]}x{inp['shape'][3]}):",
-             "", f"    x[c] = (pixel[c] / 255 - mean[c]) / std[c],  mean = {inp.get('mean')}, std = {inp.get('std')}",
-             "", "## Output", "", f"`{out['name']}` {out['shape']}: one logit per class (softmax gives "
-             "probabilities). Labels by index:", ""]
+             f"({'greyscale' if channels == 1 else 'RGB'}, resized to {height}x{width}):",
+             "", f"    {preprocess.formula(inp)}",
+             "", "## Output", "", f"`{out['name']}` {out['shape']}: one "
+             f"{'probability (a Softmax head)' if probabilities else 'logit (softmax gives probabilities)'} "
+             "per class. Labels by index:", ""]
     lines += [f"{i}. {name}" for i, name in enumerate(labels[:20])]
     if len(labels) > 20:
         lines.append(f"... {len(labels)} in all: manifest.json `labels`")

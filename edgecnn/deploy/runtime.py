@@ -13,7 +13,7 @@ import numpy as np
 
 from edgecnn import backends
 from edgecnn.deploy import bundle
-from edgecnn.data import fit, load_image, normalize
+from edgecnn.data import fit, load_image, preprocess
 from edgecnn.core.errors import EdgecnnError
 
 
@@ -43,18 +43,21 @@ class Model:
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None, keep=None):
         self.folder, self.manifest, self._keep = folder, manifest, keep  # keep: the temp dir, alive with us
-        self.channels, self.height, self.width = manifest["input"]["shape"][1:]
-        self.mean, self.std = manifest["input"].get("mean", [0.0]), manifest["input"].get("std", [1.0])
-        self.labels = manifest.get("labels") or [str(i) for i in range(manifest["outputs"][0]["shape"][-1])]
+        self.spec = manifest["input"]
+        self.channels, self.height, self.width = preprocess.geometry(self.spec)
+        self.scores = next((o for o in manifest["outputs"] if o.get("classes")), manifest["outputs"][0])
+        count = self.scores.get("classes") or self.scores["shape"][-1]
+        self.labels = manifest.get("labels") or [str(i) for i in range(count)]
         self.runner = backends.require(manifest["backend"]).load(folder, manifest, threads=threads)
 
     def preprocess(self, images) -> np.ndarray:
-        """Image file path(s) or uint8 arrays (HxW, HxWxC, NCHW or NHWC), or a list of them -> float32 NCHW."""
+        """Image file path(s) or uint8 arrays (HxW, HxWxC, NCHW or NHWC), or a list of them -> the model's input
+        (edgecnn.data.preprocess: channel order, scale, mean, std, layout, dtype, as the manifest records)."""
         items = [images] if isinstance(images, (str, Path, np.ndarray)) else list(images)
         if not items:
             raise EdgecnnError("predict() got an empty list of images")
         batch = np.concatenate([fit(self._as_nchw(i), self.height, self.channels) for i in items])
-        return normalize(batch, self.mean, self.std)
+        return preprocess.preprocess(batch, self.spec)
 
     def _as_nchw(self, item) -> np.ndarray:
         if isinstance(item, (str, Path)):
@@ -83,14 +86,16 @@ class Model:
         return np.ascontiguousarray(a)
 
     def logits(self, images) -> np.ndarray:
-        """Raw scores, N x classes."""
-        return next(iter(self.runner.run(self.preprocess(images)).values()))
+        """The class scores, N x classes: logits, or probabilities for a model with a Softmax head."""
+        out = self.runner.run(self.preprocess(images))
+        return preprocess.class_scores(out.get(self.scores["name"], next(iter(out.values()))))
 
     def predict(self, images, k: int = 5) -> list[Prediction]:
         """Top-k (label, probability) for each image, in input order."""
-        z = self.logits(images).astype(np.float64)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        p = self.logits(images).astype(np.float64)
+        if self.scores.get("scores") != "probabilities":
+            p = np.exp(p - p.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
         k = min(k, p.shape[1])
         order = np.argsort(-p, axis=1, kind="stable")[:, :k]
         return [Prediction([self.labels[i] for i in row], [float(q[i]) for i in row], [int(i) for i in row])

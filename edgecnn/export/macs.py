@@ -43,21 +43,10 @@ def _attr(node, name: str, default=None):
 
 
 def for_inference(model):
-    """A light copy for shape inference: batch 1, stale intermediate shapes dropped, and the large
-    initializers turned into graph inputs of the same shape (their values do not change any shape)."""
-    import onnx
+    """A light copy for shape inference at batch 1 (core.onnx_utils.light_copy)."""
+    from edgecnn.core import onnx_utils
 
-    graph = model.graph
-    small = [i for i in graph.initializer if prod(i.dims) <= 64]
-    large = [onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
-             for i in graph.initializer if prod(i.dims) > 64]
-    light = onnx.helper.make_graph(graph.node, graph.name, [*graph.input, *large], graph.output, small)
-    copy = onnx.helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
-    copy.functions.extend(model.functions)
-    dim0 = copy.graph.input[0].type.tensor_type.shape.dim[0]
-    if not dim0.dim_value:
-        dim0.dim_value = 1
-    return copy
+    return onnx_utils.light_copy(model, batch=1)
 
 
 def infer_shapes(model) -> dict[str, list[int]]:
@@ -117,7 +106,7 @@ def count(model_or_path) -> MacCount:
 
     model = onnx_utils.load(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path
     shapes = infer_shapes(for_inference(model))
-    result = MacCount(0, input_shape=shapes.get(model.graph.input[0].name, []))
+    result = MacCount(0, input_shape=shapes.get(onnx_utils.real_inputs(model)[0].name, []))
     for node in model.graph.node:
         if node.op_type in MAC_OPS:
             n = node_macs(node, shapes)

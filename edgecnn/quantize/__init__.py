@@ -2,6 +2,7 @@
 
     from edgecnn.quantize import quantize
     report = quantize("runs/lenet5-fashion", method="ptq", algo="minmax", per_channel=True)
+    report = quantize("mobilenet.onnx", calib_dir="images/", data="imagefolder:val/")  # an ONNX from elsewhere
 
 int8 models follow TensorRT's explicit-quantization rules (see ptq.py) and run on ONNX Runtime and TVM
 too; `edgecnn compile` and `edgecnn verify` take them like any exported model. The report (quant.json)
@@ -18,7 +19,7 @@ import numpy as np
 from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_form
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.fileio import atomic_file, write_json
-from edgecnn.quantize import data
+from edgecnn.quantize import data, foreign
 from edgecnn.quantize.data import predict
 from edgecnn.verify.compare import top1, top1_agreement as agreement
 
@@ -43,6 +44,9 @@ class Options:
     opset: int = 17  # 17: TensorRT 8.5 (JetPack 5) parses it; per-channel Q/DQ needs >= 13
     limit: int | None = None  # first N test (and QAT train) images: a quick trial
     calib_data: np.ndarray | None = None  # your own normalized NCHW calibration inputs instead of val
+    calib_dir: str | None = None  # a folder of images to calibrate on (a sample of `calib`) instead of val
+    data: str | None = None  # an ONNX from elsewhere: labelled evaluation images (verify's --data DATASET:PATH)
+    given: dict | None = None  # an ONNX from elsewhere: its preprocessing, labels, input shape (image_model.GIVEN)
 
     def check(self) -> None:
         from edgecnn.quantize.ptq import ALGOS
@@ -61,11 +65,12 @@ class Options:
             raise EdgecnnError("--epochs must be >= 1, --sensitivity and --max-drop >= 0")
 
 
-def outputs(method: str) -> dict[str, str]:
-    """The files a method writes: role -> file name."""
+def outputs(method: str, stem: str = "model") -> dict[str, str]:
+    """The files a method writes: role -> file name (STEM.int8.onnx, STEM.quant.json ... for STEM.onnx)."""
+    report = "quant" if stem == "model" else f"{stem}.quant"
     if method == "fp16":
-        return {"onnx": "model.fp16.onnx", "report": "quant.fp16.json"}
-    return {"onnx": "model.int8.onnx", "report": "quant.json", "plot": "quant-sensitivity.png",
+        return {"onnx": f"{stem}.fp16.onnx", "report": f"{report}.fp16.json"}
+    return {"onnx": f"{stem}.int8.onnx", "report": f"{report}.json", "plot": f"{report}-sensitivity.png",
             **({"checkpoint": "model.qat.pt"} if method == "qat" else {})}
 
 
@@ -74,36 +79,35 @@ class Job:
     """What every step of one quantization reads: the settings, the model and its data."""
 
     opts: Options
-    model: object  # the trained torch module
-    spec: dict  # the checkpoint's description of it
-    rec: object  # the recipe it was trained with
+    model: object  # the trained torch module (None for an ONNX from elsewhere)
+    spec: dict  # the checkpoint's description of it (model, input, classes)
+    rec: object  # the recipe it was trained with (None for an ONNX from elsewhere)
     fp32: Path  # its fp32 export at opts.opset
     test: data.Batch
     base: np.ndarray  # fp32 logits on the test images
     work: Path
+    calib: data.Batch | None = None  # calibration images read already (from opts.calib_dir)
+    holdout: data.Batch | None = None  # an ONNX from elsewhere: images for sensitivity and --auto
 
 
 def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> dict:
-    """Quantize RUN_DIR into OUT (default RUN_DIR); returns the report also written as quant.json."""
-    from edgecnn.train import checkpoint
-
+    """Quantize RUN_DIR (or MODEL.onnx from elsewhere, with calib_dir) into OUT (default beside it); returns
+    the report also written as quant.json (STEM.quant.json)."""
     opts = Options(**options)
     opts.check()
-    run_dir, names = Path(run_dir), outputs(opts.method)
-    out = Path(out) if out else run_dir
-    model, spec = checkpoint.load(run_dir)
-    rec = data.recipe(run_dir)
+    src = Path(run_dir)
+    foreign = src.suffix == ".onnx"
+    names = outputs(opts.method, src.name.split(".")[0] if foreign else "model")
+    out = Path(out) if out else (src.parent if foreign else src)
     with tempfile.TemporaryDirectory(prefix="edgecnn-quant-") as tmp:
-        work = Path(tmp)
-        fp32 = export_fp32(checkpoint.resolve(run_dir), work / "fp32.onnx", opts.opset)
-        test = data.load(rec.data, spec, "test", n=opts.limit)
-        job = Job(opts, model, spec, rec, fp32, test, predict(fp32, test.x, "evaluate fp32"), work)
+        job = onnx_job(src, opts, Path(tmp)) if foreign else run_dir_job(src, opts, Path(tmp))
+        work, test = job.work, job.test
         precision = "fp16" if opts.method == "fp16" else "int8"
         config = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
-        rep = {"format": FORMAT, "method": opts.method, "precision": precision, "model": spec["model"]["name"],
-               "run_dir": str(run_dir.resolve()), "config": config,
-               "accuracy": {"data": test.described, "fp32": top1(job.base, test.labels)}}
-        final, parts = fp16(job, work / names["onnx"]) if opts.method == "fp16" else int8(job)
+        rep = {"format": FORMAT, "method": opts.method, "precision": precision, "model": job.spec["model"]["name"],
+               ("onnx" if foreign else "run_dir"): str(src.resolve()), "config": config,
+               "accuracy": {"data": test.described, "fp32": accuracy(job.base, test.labels)}}
+        final, parts = fp16(job, work / names["onnx"]) if opts.method == "fp16" else int8(job, names["onnx"])
         rep["config"]["fp32_layers"] = parts.pop("fp32_layers", [])
         rep["accuracy"].update(parts.pop("accuracy", {}))
         rep.update(parts)
@@ -115,6 +119,47 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> d
         rep["files"] = {k: str(out / v) for k, v in names.items() if (work / v).exists() or k == "report"}
         publish(work, out, names, rep)
     return rep
+
+
+def run_dir_job(run_dir: Path, opts: Options, work: Path) -> Job:
+    """A trained RUN_DIR: its checkpoint exported at opts.opset, its recipe's test split."""
+    from edgecnn.train import checkpoint
+
+    model, spec = checkpoint.load(run_dir)
+    rec = data.recipe(run_dir)
+    fp32 = export_fp32(checkpoint.resolve(run_dir), work / "fp32.onnx", opts.opset)
+    test = data.load(rec.data, spec, "test", n=opts.limit)
+    calib = foreign.calibration_images(opts.calib_dir, spec, opts.calib)[0] if opts.calib_dir else None
+    return Job(opts, model, spec, rec, fp32, test, predict(fp32, test.x, "evaluate fp32"), work, calib=calib)
+
+
+def onnx_job(onnx_path: Path, opts: Options, work: Path) -> Job:
+    """An ONNX from elsewhere: calibration images from opts.calib_dir, evaluation from opts.data or the rest."""
+    if opts.method == "qat":
+        raise EdgecnnError("--method qat fine-tunes the PyTorch model: quantize its RUN_DIR (ptq and fp16 take "
+                           "an ONNX file)")
+    if not opts.calib_dir and opts.method != "fp16":
+        raise EdgecnnError(f"{onnx_path.name} has no recorded dataset: give --calib DIR, a folder of images like "
+                           "those the model will see (a few hundred)")
+    fp32 = work / "fp32.onnx"
+    spec = foreign.prepare_fp32(onnx_path, fp32, opset=opts.opset, given=opts.given)
+    calib = held = None
+    if opts.calib_dir:
+        calib, held = foreign.calibration_images(opts.calib_dir, spec, opts.calib)
+    if calib is None and not opts.data:
+        raise EdgecnnError("--method fp16 of an ONNX file measures itself on --data DATASET:PATH or --calib DIR")
+    test = foreign.evaluation_images(opts.data, spec, held, calib)
+    if opts.limit:
+        labels = None if test.labels is None else test.labels[:opts.limit]
+        test = data.Batch(test.x[:opts.limit], labels, test.described)
+    holdout = foreign.pseudo_labelled(held, fp32)
+    return Job(opts, None, spec, None, fp32, test, predict(fp32, test.x, "evaluate fp32"), work, calib=calib,
+               holdout=holdout)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Test top-1, or None without labels (then only the agreement with fp32 is measured)."""
+    return None if labels is None else top1(logits, labels)
 
 
 def export_fp32(checkpoint_path: Path, path: Path, opset: int) -> Path:
@@ -136,7 +181,7 @@ def fp16(job: Job, path: Path) -> tuple[Path, dict]:
     return path, {}
 
 
-def int8(job: Job) -> tuple[Path, dict]:
+def int8(job: Job, name: str = "model.int8.onnx") -> tuple[Path, dict]:
     """Calibrate, measure sensitivity, choose the fp32 layers, quantize (and fine-tune for QAT).
 
     Returns the model and the report's parts: calibration, sensitivity, auto, fp32_layers, accuracy, qat, lint."""
@@ -160,8 +205,9 @@ def int8(job: Job) -> tuple[Path, dict]:
     if holdout is not None:
         parts["sensitivity"] = sensitivity.measure(job.fp32, ranges, layers, holdout, scheme=scheme, work=work)
     elif opts.sensitivity:
-        parts["note"] = (f"no sensitivity: fewer than 20 val images after the {len(calib)} calibration ones "
-                         "(lower --calib or raise data.val_size)")
+        more = "raise data.val_size" if job.rec else "add images to the folder"
+        parts["note"] = (f"no sensitivity: fewer than 20 held-out images after the {len(calib)} calibration ones "
+                         f"(lower --calib or {more})")
     if opts.auto:
         skip, parts["auto"] = sensitivity.auto_skip(job.fp32, ranges, layers, parts["sensitivity"], holdout=holdout,
                                                     scheme=scheme, max_drop=opts.max_drop, skip=skip, work=work)
@@ -173,12 +219,14 @@ def int8(job: Job) -> tuple[Path, dict]:
                              "ptq_agreement": agreement(ptq_logits, job.base)}
         path, parts["qat"] = run_qat(job, ranges, skip)
     parts["tensorrt_lint"] = ptq.lint(onnx.load(str(path)), opts.form)
-    shutil.move(path, work / "model.int8.onnx")
-    return work / "model.int8.onnx", parts
+    shutil.move(path, work / name)
+    return work / name, parts
 
 
 def calibration_batch(job: Job) -> data.Batch:
     opts = job.opts
+    if job.calib is not None:
+        return job.calib
     if opts.calib_data is not None:
         x = np.asarray(opts.calib_data, np.float32)[:opts.calib]
         return data.Batch(x, None, f"the given array[:{len(x)}]")
@@ -191,7 +239,11 @@ def held_out(job: Job, n_calib: int) -> data.Batch | None:
     n = opts.sensitivity or (1000 if opts.auto else 0)
     if not n:
         return None
-    batch = data.load(job.rec.data, job.spec, "val", start=n_calib, n=n)
+    if job.rec is None:  # an ONNX from elsewhere: the calibration folder's other images
+        batch = job.holdout or data.Batch(np.zeros((0, 1)), None, "no images left after calibration")
+        batch = data.Batch(batch.x[:n], None if batch.labels is None else batch.labels[:n], batch.described)
+    else:
+        batch = data.load(job.rec.data, job.spec, "val", start=n_calib, n=n)
     if len(batch) < 20:
         if opts.auto:
             raise EdgecnnError(f"--auto needs held-out val images after the {n_calib} calibration images, "
@@ -239,9 +291,8 @@ def finish(path: Path, job: Job, precision: str, config: dict) -> dict:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     logits = predict(path, job.test.x, f"evaluate {precision}")
-    fp32 = top1(job.base, job.test.labels)
-    acc = top1(logits, job.test.labels)
-    return {precision: acc, "drop": fp32 - acc, "agreement": agreement(logits, job.base)}
+    fp32, acc = accuracy(job.base, job.test.labels), accuracy(logits, job.test.labels)
+    return {precision: acc, "drop": None if acc is None else fp32 - acc, "agreement": agreement(logits, job.base)}
 
 
 def publish(work: Path, out: Path, names: dict, rep: dict) -> None:

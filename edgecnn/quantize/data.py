@@ -16,7 +16,7 @@ MIN_CALIB = 16  # fewer images give ranges set by a handful of samples
 
 @dataclass
 class Batch:
-    x: np.ndarray  # float32 NCHW, normalized as the model expects
+    x: np.ndarray  # preprocessed as the model expects (edgecnn.data.preprocess)
     labels: np.ndarray | None
     described: str
 
@@ -36,7 +36,7 @@ def recipe(run_dir: Path):
 
 def load(cfg, spec: dict, split: str, *, start: int = 0, n: int | None = None) -> Batch:
     """Images [start, start + n) of a split, normalized with the checkpoint's mean/std."""
-    from edgecnn.data import load_split, normalize
+    from edgecnn.data import load_split, preprocess
 
     ds = load_split(cfg, split)
     stop = len(ds) if n is None else min(len(ds), start + n)
@@ -44,7 +44,7 @@ def load(cfg, spec: dict, split: str, *, start: int = 0, n: int | None = None) -
     want = list(spec["input"]["shape"])
     if len(ds) and list(ds.images.shape[1:]) != want:
         raise EdgecnnError(f"{split} images are {list(ds.images.shape[1:])}, the model takes {want}")
-    x = normalize(ds.images, spec["input"]["mean"], spec["input"]["std"])
+    x = preprocess.preprocess(ds.images, spec["input"])
     return Batch(x, ds.labels, f"{cfg.dataset}:{split}[{start}:{start + len(ds)}]")
 
 
@@ -70,6 +70,7 @@ def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarr
     from edgecnn.backends import run_batches
     from edgecnn.backends.onnxruntime import OrtRunner
     from edgecnn.core.progress import progress_bar
+    from edgecnn.data import preprocess
 
     runner = OrtRunner(onnx_path)
     if not len(x):
@@ -77,4 +78,5 @@ def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarr
     with progress_bar() if what else contextlib.nullcontext() as bar:
         task = bar.add_task(what, total=len(x), info="") if what else None
         out = run_batches(runner.run, x, 256, (lambda n: bar.update(task, advance=n)) if what else None)
-    return next(iter(out.values())).astype(np.float32)
+    scores = next(iter(out.values()))
+    return (preprocess.class_scores(scores) if scores.ndim > 2 else scores).astype(np.float32)

@@ -121,8 +121,9 @@ def calibrate(fp32_path: Path, x: np.ndarray, *, algo: str, work: Path, form: Qd
                                 extra_options={"symmetric": symmetric or algo == "mse"})
     with progress_bar() as bar, quiet():
         task = bar.add_task(f"calibrate ({algo})", total=len(x), info="")
-        name = cal.infer_session.get_inputs()[0].name
-        run_batches(lambda part: cal.collect_data(_Reader(name, part)) or {}, x, 64,
+        inp = cal.infer_session.get_inputs()[0]
+        fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None  # a model from elsewhere may fix its batch
+        run_batches(lambda part: cal.collect_data(_Reader(inp.name, part, fixed or 16)) or {}, x, fixed or 64,
                     lambda n: bar.update(task, advance=n))
     with quiet():
         raw = mse_ranges(cal.collector.histogram_dict) if algo == "mse" else \

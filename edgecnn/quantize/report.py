@@ -26,8 +26,8 @@ def accuracy_table(rep: dict) -> Table:
         t.add_row("int8 PTQ", _pct(acc["ptq_int8"]), f"{acc['fp32'] - acc['ptq_int8']:.2f}",
                   _pct(acc.get("ptq_agreement")))
     label = {"qat": "int8 QAT", "ptq": "int8 PTQ", "fp16": "fp16"}[rep["method"]]
-    t.add_row(f"[bold]{label}[/]", f"[bold]{_pct(acc[low])}[/]", f"[bold]{acc['drop']:.2f}[/]",
-              _pct(acc["agreement"]))
+    drop = "-" if acc.get("drop") is None else f"{acc['drop']:.2f}"
+    t.add_row(f"[bold]{label}[/]", f"[bold]{_pct(acc[low])}[/]", f"[bold]{drop}[/]", _pct(acc["agreement"]))
     fp32_layers = cfg.get("fp32_layers") or []
     if fp32_layers:
         t.caption = f"kept in fp32 ({len(fp32_layers)}): {', '.join(fp32_layers)}"

@@ -17,7 +17,7 @@ from edgecnn.compiler import manifest as manifest_mod
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import write_json
 from edgecnn.core.progress import progress_bar
-from edgecnn.data import DataCfg, load_split, normalize
+from edgecnn.data import load_images, preprocess, relabel
 from edgecnn.verify import compare
 
 CHUNK = 256
@@ -30,40 +30,57 @@ class ParityError(EdgecnnError):
 
 
 def load_inputs(man: dict, data: str = "test", limit: int | None = None, seed: int = 0):
-    """-> (float32 NCHW inputs normalized as the model expects, labels or None, description)."""
-    shape = [d for d in man["input"]["shape"][1:]]
-    mean, std = man["input"].get("mean", [0.0]), man["input"].get("std", [1.0])
+    """-> (inputs preprocessed as the model expects (edgecnn.data.preprocess), labels as the model's class
+    indices or None, description)."""
+    spec = man["input"]
+    channels, height, width = preprocess.geometry(spec)
     if data == "random":
         n = limit or 64
-        images = np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
-        return normalize(images, mean, std), None, f"random uint8 images x{n}"
-    dataset, _, split = data.rpartition(":")
-    if split not in ("train", "val", "test"):
-        raise EdgecnnError(f"--data {data}: use test, val, DATASET:test (e.g. fashion-mnist:test) or random")
-    cfg = DataCfg(**(man.get("data") or {}))
-    if dataset:
-        cfg.dataset = dataset
-    ds = load_split(cfg, split)
+        images = np.random.default_rng(seed).integers(0, 256, (n, channels, height, width), dtype=np.uint8)
+        return preprocess.preprocess(images, spec), None, f"random uint8 images x{n}"
+    if height != width:
+        raise EdgecnnError(f"the model takes {height}x{width} images: edgecnn reads datasets as square images; "
+                           "use --data random")
+    ds, described = load_images(data, man.get("data"), size=height, channels=channels)
     if limit:
         ds = ds.subset(slice(0, limit))
-    if list(ds.images.shape[1:]) != shape:
-        raise EdgecnnError(f"data {data} has images {list(ds.images.shape[1:])}, the model takes {shape}")
-    return normalize(ds.images, mean, std), ds.labels, f"{cfg.dataset}:{split} x{len(ds)}"
+        described = f"{described.rpartition(' x')[0]} x{len(ds)}"
+    labels, how = relabel(ds, man.get("labels"))
+    if labels is not None and how != "labels by class index":
+        described += f" ({how})"
+    return preprocess.preprocess(ds.images, spec), labels, described
+
+
+def class_outputs(man: dict, outputs: dict) -> dict:
+    """Class-score outputs (N x K x 1 x 1 ...) as N x K, so top-1 applies; the others as they are."""
+    scores = {o["name"] for o in man["outputs"] if o.get("classes")}
+    return {k: preprocess.class_scores(v) if k in scores else v for k, v in outputs.items()}
+
+
+def fp32_model(build_dir: Path, man: dict):
+    """(the runner of the fp32 model an int8 build came from, what it is): the checkpoint by PyTorch, or for a
+    model from elsewhere its fp32 ONNX by ONNX Runtime."""
+    fp32 = man.get("source", {}).get("fp32_onnx")
+    if not man.get("source", {}).get("checkpoint") and fp32 and Path(fp32).is_file():
+        from edgecnn.backends.onnxruntime import OrtRunner
+
+        return OrtRunner(fp32), "onnxruntime (fp32 ONNX)"
+    return reference.load_for(build_dir, man, "torch"), "torch (fp32)"
 
 
 def versus_fp32(build_dir: Path, man: dict, x: np.ndarray, *, labels, got: dict) -> dict:
-    """An int8 build against the fp32 model (PyTorch): reported with the accuracy drop, not pass/fail."""
+    """An int8 build against the fp32 model: reported with the accuracy drop, not pass/fail."""
     try:
-        ref = reference.load_for(build_dir, man, "torch")
+        ref, what = fp32_model(build_dir, man)
     except EdgecnnError as e:
         return {"error": str(e)}
     with ref:
-        want = run_batches(ref.run, x, CHUNK)
+        want = class_outputs(man, run_batches(ref.run, x, CHUNK))
     name = next(iter(got))
     m = compare.compare_output(got[name], want.get(name, next(iter(want.values()))), labels)
     if "top1_candidate" in m:
         m["top1_drop"] = m["top1_reference"] - m["top1_candidate"]
-    return {"against": "torch (fp32)", **m}
+    return {"against": what, **m}
 
 
 def run_both(candidate, ref, x: np.ndarray, what: str) -> tuple[dict, dict]:
@@ -84,12 +101,12 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     `against` defaults to torch, or to fakequant for int8 builds (which also get an fp32 comparison)."""
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
-    against = against or reference.default_against(man["precision"])
+    against = against or reference.default_against(man["precision"], man)
     tol = compare.tolerance(man["precision"], **tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
     with backends.require(man["backend"]).load(build_dir, man) as cand, \
             reference.load_for(build_dir, man, against) as ref:
-        got, want = run_both(cand, ref, x, described)
+        got, want = (class_outputs(man, out) for out in run_both(cand, ref, x, described))
     outputs = {name: compare.compare_output(got[name], want.get(name, got[name] * np.nan), labels)
                for name in got}
     problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
@@ -127,7 +144,8 @@ def fp32_line(report: dict) -> str | None:
         return None
     if "error" in m:
         return f"vs fp32: not compared ({m['error']})"
-    line = f"vs fp32 (PyTorch): top-1 agreement {m.get('top1_agreement', float('nan')):.2f}%"
+    by = "PyTorch" if m.get("against", "torch").startswith("torch") else "ONNX Runtime"
+    line = f"vs fp32 ({by}): top-1 agreement {m.get('top1_agreement', float('nan')):.2f}%"
     if "top1_drop" in m:
         line += (f", top-1 {m['top1_reference']:.2f}% -> {m['top1_candidate']:.2f}% "
                  f"(drop {m['top1_drop']:.2f} points)")

@@ -21,10 +21,11 @@ def prepare(onnx_path: Path, cfg: dict, precision: str, out_dir: Path, *, name: 
     import onnx
 
     model = onnx.load(str(onnx_path))
+    external = bool(onnx_utils.external_files(onnx.load(str(onnx_path), load_external_data=False)))
     trt_onnx.check_precision(model, precision, onnx_path.name)
-    model, opset = trt_onnx.lower_opset(model, int(cfg["max_opset"]), onnx_path.name)
+    model, opset = trt_onnx.lower_opset(model, int(cfg["max_opset"]), onnx_path.name, int(cfg.get("min_opset", 0)))
     lint = trt_onnx.lint(model, int(cfg["max_opset"]), onnx_path.name)
-    onnx.save(model, str(out_dir / "model.onnx"))
+    onnx_utils.save(model, out_dir / "model.onnx", external=external)  # the parser reads the data beside it
     input_name, chw, dynamic = onnx_utils.input_info(model)
     dynamic_batch = cfg.get("dynamic_batch", {"min": 1, "opt": 8, "max": 32})
     artifact = {"file": "model.engine", "onnx": "model.onnx", "settings": None, "precision": precision,

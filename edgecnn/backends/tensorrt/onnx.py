@@ -10,8 +10,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from edgecnn.core import onnx_utils
 from edgecnn.backends.tensorrt import qdqlint
 from edgecnn.core.errors import EdgecnnError
@@ -23,16 +21,7 @@ PARITY_ATOL = 1e-4
 
 def same_outputs(a, b, what: str) -> None:
     """Run both models on one random input with ONNX Runtime; refuse `b` when it computes something else."""
-    import onnxruntime as ort
-
-    name, chw, dynamic = onnx_utils.input_info(a)
-    batch = 2 if dynamic else a.graph.input[0].type.tensor_type.shape.dim[0].dim_value
-    x = np.random.default_rng(0).standard_normal((batch, *chw)).astype(np.float32)
-    want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {name: x})
-                 for m in (a, b))
-    err = max(float(np.abs(g.astype(np.float64) - w).max()) for g, w in zip(got, want))
-    if err > PARITY_ATOL * max(1.0, max(float(np.abs(w).max()) for w in want)):
-        raise EdgecnnError(f"{what} changed the model's outputs by {err:.2e}")
+    onnx_utils.same_outputs(a, b, what, PARITY_ATOL)
 
 
 def convert(model, max_opset: int):
@@ -79,9 +68,17 @@ def reexport(model, max_opset: int):
     return lowered
 
 
-def lower_opset(model, max_opset: int, source: str) -> tuple[object, dict]:
-    """The model at opset <= max_opset: as is, converted by onnx, or re-exported from its checkpoint."""
+def lower_opset(model, max_opset: int, source: str, min_opset: int = 0) -> tuple[object, dict]:
+    """The model at an opset the target's parser takes (min_opset..max_opset): as is, raised by onnx's
+    converter, or lowered by it (else re-exported from its checkpoint)."""
     opset = onnx_utils.opset_of(model)
+    if opset < min_opset:
+        try:
+            raised = onnx_utils.convert_opset(model, min_opset)
+        except EdgecnnError as e:
+            raise EdgecnnError(f"{source} is opset {opset} and this target's TensorRT parser takes opset >= "
+                               f"{min_opset}: {e}") from None
+        return raised, {"source": opset, "prepared": min_opset, "how": "raised by onnx.version_converter"}
     if opset <= max_opset:
         return model, {"source": opset, "prepared": opset, "how": "unchanged"}
     reasons = []

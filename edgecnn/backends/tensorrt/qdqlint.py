@@ -61,6 +61,8 @@ class Graph:
 
     def is_weight_dq(self, dq) -> bool:
         """A DequantizeLinear of a constant (directly, or through a Q of a constant float weight)."""
+        if not dq.input:  # a Constant node
+            return False
         src = self.producer.get(dq.input[0])
         return dq.input[0] in self.const or (src is not None and src.op_type == "QuantizeLinear"
                                              and src.input[0] in self.const)

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgecnn.backends.base import Backend
 from edgecnn.backends.tvm import build, passes
 from edgecnn.backends.tvm.runner import TvmRunner
+from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError
 
 
@@ -30,14 +31,16 @@ class TvmBackend(Backend):
         cross = options.get("cross_compiler")
         build.check_cross_compiler(cross, target.name)
         spec = build.resolve_target(target)
-        mod = passes.prepare(build.import_onnx(onnx_path, batch), target)
+        model = build.frontend_model(onnx_path, batch)
+        mod = passes.prepare(build.from_model(model, Path(onnx_path).name), target)
         tuning = None
         if tune_db:  # schedules from edgecnn tune, checked against this model, target and CPU
             from edgecnn.backends.tvm import tune
 
             mod, tuning = tune.apply_db(mod, spec, tune_db, onnx_path=onnx_path, target=target, batch=batch)
         build.build(mod, spec, Path(out_dir) / "model.so", opt_level=options.get("opt_level", 3), cross_compiler=cross)
-        artifact = {"file": "model.so", "tvm_target": spec, "batch": batch, **passes.graph_options(target)}
+        artifact = {"file": "model.so", "tvm_target": spec, "batch": batch, **passes.graph_options(target),
+                    "onnx_opset": onnx_utils.opset_of(model)}  # what TVM imported (build.for_frontend)
         if tuning:
             artifact["tuning"] = tuning
         if cross:
@@ -52,7 +55,7 @@ class TvmBackend(Backend):
         names = [o["name"] for o in manifest["outputs"]]
         shape = manifest.get("input", {}).get("shape", [None])[1:] or None
         return TvmRunner(Path(build_dir) / art["file"], names, batch=art.get("batch"), input_shape=shape,
-                         threads=threads)
+                         input_dtype=manifest.get("input", {}).get("dtype", "float32"), threads=threads)
 
     def tune(self, onnx_path, target: str, **opts) -> tuple:
         from edgecnn.backends.tvm import tune

@@ -93,7 +93,8 @@ class RemoteRunner(VmRunner):
         if man["backend"] != "tvm":
             raise EdgecnnError(f"--rpc runs TVM builds on boards; {build_dir} is a {man['backend']} build")
         art = man["artifact"]
-        super().__init__([o["name"] for o in man["outputs"]], art.get("batch"), man["input"]["shape"][1:])
+        super().__init__([o["name"] for o in man["outputs"]], art.get("batch"), man["input"]["shape"][1:],
+                         man["input"].get("dtype", "float32"))
         self.name = f"tvm on '{key}' via {address}"
         self.session = request_session(address, key, timeout)
         if threads:

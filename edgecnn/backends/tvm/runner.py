@@ -14,9 +14,10 @@ class VmRunner(Runner):
 
     name = "tvm"
 
-    def __init__(self, output_names: list[str], batch: int | None, input_shape=None):
+    def __init__(self, output_names: list[str], batch: int | None, input_shape=None, input_dtype: str = "float32"):
         self.tvm = require_tvm()
         self.output_names, self.batch, self.input_shape = output_names, batch, input_shape
+        self.input_dtype = input_dtype
         self.vm = self.main = self.device = None
 
     def attach(self, vm, device) -> None:
@@ -37,10 +38,10 @@ class TvmRunner(VmRunner):
     """
 
     def __init__(self, so_path: str | Path, output_names: list[str], *, batch: int | None, input_shape=None,
-                 threads: int | None = None):
+                 input_dtype: str = "float32", threads: int | None = None):
         if threads:
             os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
-        super().__init__(output_names, batch, input_shape)
+        super().__init__(output_names, batch, input_shape, input_dtype)
         from tvm import relax
 
         device = self.tvm.cpu()

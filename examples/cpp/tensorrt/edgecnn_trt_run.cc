@@ -27,6 +27,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if NV_TENSORRT_MAJOR > 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR >= 5)
@@ -65,6 +66,8 @@ struct Spec {
   bool fixed_batch = true;
   std::vector<int64_t> chw;  // C, H, W
   std::vector<float> mean, std;
+  float scale = 0.0f;  // pixel * scale; 0: pixel / 255
+  bool bgr = false;    // the model takes its channels in BGR order
   std::vector<std::string> labels;
 };
 
@@ -98,7 +101,16 @@ Spec read_manifest(const std::string& build_dir) {
   if (s.chw.size() != 3) fail("manifest.json: input.shape is not N x C x H x W");
   s.mean = input.at("mean").get<std::vector<float>>();
   s.std = input.at("std").get<std::vector<float>>();
-  if (input.value("scale", "x / 255") != "x / 255") fail("manifest.json: input.scale must be 'x / 255'");
+  const json scale = input.value("scale", json("x / 255"));
+  if (scale.is_number()) s.scale = scale.get<double>() == 1.0 / 255.0 ? 0.0f : scale.get<float>();
+  else if (scale != "x / 255") fail("manifest.json: input.scale must be a number or 'x / 255'");
+  s.bgr = input.value("channel_order", "rgb") == "bgr";
+  using Want = std::pair<const char*, const char*>;
+  for (auto [key, ours] : {Want{"layout", "NCHW"}, Want{"dtype", "float32"}}) {
+    std::string value = input.value(key, ours);
+    if (value != ours) fail("manifest.json: input." + std::string(key) + " is " + value + "; this app takes " + ours +
+                            " models (use edgecnn.runtime)");
+  }
   if (man.contains("labels") && man["labels"].is_array()) s.labels = man["labels"].get<std::vector<std::string>>();
   return s;
 }
@@ -111,7 +123,10 @@ std::vector<float> normalize(const std::vector<uint8_t>& chw_u8, const Spec& s) 
   for (size_t i = 0; i < out.size(); ++i) {
     size_t c = (i / plane) % s.chw[0];
     float m = s.mean[s.mean.size() == 1 ? 0 : c], d = s.std[s.std.size() == 1 ? 0 : c];
-    out[i] = (float(chw_u8[i]) / 255.0f - m) / d;
+    int64_t shift = s.bgr ? (s.chw[0] - 1 - 2 * int64_t(c)) * plane : 0;  // BGR: the image's channel C-1-c
+    size_t src = size_t(int64_t(i) + shift);
+    float x = s.scale ? float(chw_u8[src]) * s.scale : float(chw_u8[src]) / 255.0f;
+    out[i] = (x - m) / d;
   }
   return out;
 }

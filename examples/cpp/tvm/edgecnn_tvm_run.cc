@@ -5,8 +5,8 @@
 //   edgecnn-tvm-run BUILD_DIR --raw input.f32 [--count K]   float32 N x C x H x W, already normalized
 //   options: --top K (5), --dump logits.f32 (write every output row as float32, for parity checks)
 //
-// Preprocessing is the manifest's: x / 255, then (x - mean[c]) / std[c], NCHW. Images must already have
-// the model's size. Only the TVM runtime is needed: libtvm_runtime.so, libtvm_ffi.so and the tvm-ffi
+// Preprocessing is the manifest's: x / 255 (or x * scale), then (x - mean[c]) / std[c], RGB or BGR, NCHW
+// float32 (an NHWC or uint8 model: use edgecnn.runtime). Images must already have the model's size. Only the TVM runtime is needed: libtvm_runtime.so, libtvm_ffi.so and the tvm-ffi
 // headers (manifest.json is read with tvm-ffi's JSON parser).
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/map.h>
@@ -26,6 +26,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ffi = tvm::ffi;
@@ -48,6 +49,8 @@ struct Spec {
   int64_t batch = 0;            // fixed batch of the artifact, 0 when dynamic
   std::vector<int64_t> chw;     // C, H, W
   std::vector<float> mean, std;
+  float scale = 0.0f;           // pixel * scale; 0: pixel / 255
+  bool bgr = false;             // the model takes its channels in BGR order
   std::vector<std::string> labels;
 };
 
@@ -123,8 +126,19 @@ Spec read_manifest(const std::string& build_dir) {
   for (const auto* v : {&s.mean, &s.std}) {
     if (v->size() != 1 && int64_t(v->size()) != s.chw[0]) fail("manifest.json: input.mean/std need 1 or C values");
   }
-  auto scale = field(input, "scale", "input").try_cast<ffi::String>();
-  if (!scale || std::string(*scale) != "x / 255") fail("manifest.json: input.scale must be 'x / 255'");
+  ffi::Any scale = field(input, "scale", "input");
+  if (auto number = scale.try_cast<double>()) {
+    s.scale = *number == 1.0 / 255.0 ? 0.0f : float(*number);
+  } else if (scale.try_cast<ffi::String>().value_or("") != "x / 255") {
+    fail("manifest.json: input.scale must be a number or 'x / 255'");
+  }
+  using Want = std::pair<const char*, const char*>;
+  for (auto [key, ours] : {Want{"layout", "NCHW"}, Want{"dtype", "float32"}, Want{"channel_order", "rgb"}}) {
+    std::string value = text(input, key);
+    if (key == std::string("channel_order") && value == "bgr") s.bgr = true;
+    else if (!value.empty() && value != ours) fail("manifest.json: input." + std::string(key) + " is " + value +
+                                                   "; this app takes " + ours + " models (use edgecnn.runtime)");
+  }
   if (auto labels = field(man, "labels", "the manifest").try_cast<json::Array>()) {
     for (const ffi::Any& l : *labels) s.labels.push_back(std::string(l.cast<ffi::String>()));
   }
@@ -139,7 +153,10 @@ std::vector<float> normalize(const std::vector<uint8_t>& chw_u8, const Spec& s) 
   for (size_t i = 0; i < out.size(); ++i) {
     size_t c = (i / plane) % s.chw[0];
     float m = s.mean[s.mean.size() == 1 ? 0 : c], d = s.std[s.std.size() == 1 ? 0 : c];
-    out[i] = (float(chw_u8[i]) / 255.0f - m) / d;
+    int64_t shift = s.bgr ? (s.chw[0] - 1 - 2 * int64_t(c)) * plane : 0;  // BGR: the image's channel C-1-c
+    size_t src = size_t(int64_t(i) + shift);
+    float x = s.scale ? float(chw_u8[src]) * s.scale : float(chw_u8[src]) / 255.0f;
+    out[i] = (x - m) / d;
   }
   return out;
 }
