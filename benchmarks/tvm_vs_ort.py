@@ -1,20 +1,23 @@
-"""Tuned TVM vs ONNX Runtime on this CPU, side by side in one process, 2 threads each, batch 1, fp32.
+"""TVM (untuned and tuned) vs ONNX Runtime on this CPU, side by side in one process, batch 1, fp32, 2 threads.
 
-    .venv/bin/python benchmarks/tvm_vs_ort.py [--models mobilenet_v2_224,lenet5_28,...] [--target host,...]
-        [--trials N] [--repeats 5] [--seconds 1]
+    .venv/bin/python benchmarks/tvm_vs_ort.py [--models lenet5_28,mobilenet_v2_224,...] [--tune NAME:M[,M2]...]
+        [--repeats 15] [--seconds 0.3] [--out results/tvm_vs_ort.json]
 
-For each model: an untrained checkpoint (latency does not depend on the weights) -> edgecnn export ->
-edgecnn compile (untuned) -> edgecnn tune (its database is reused when it is already there, so a second
-run only measures) -> edgecnn compile --tune-db (timed). Then ONNX Runtime, untuned and tuned TVM run
-interleaved, `--repeats` rounds of about `--seconds` each; the medians and the TVM / ONNX Runtime ratio
-of each round are reported (median over rounds), against the faster of ONNX Runtime's two thread modes
-(spinning, its default, and not spinning) in that round. TVM_NUM_THREADS and intra_op_num_threads are both 2.
-Writes benchmarks/results/tvm_vs_ort.json and .png. Models, ONNX files and tuning databases are kept
-under .cache/tvm_vs_ort/ (git-ignored).
+For each model: an untrained checkpoint with random BatchNorm statistics (latency does not depend on the
+weights) -> edgecnn export -> edgecnn compile --target host (untuned: the default schedule rules; timed) and,
+for the models given with --tune, edgecnn tune --minutes M (its database is reused when it is there, so
+a second run only measures; NAME:30,60 tunes 30 minutes, measures, then tunes 30 more into a copy) ->
+edgecnn compile --tune-db. Then ONNX Runtime (spinning, its default, and not spinning) and every TVM build
+run interleaved in a fresh random order each round, `--repeats` rounds of about `--seconds` each; each
+TVM build's ratio to the faster ONNX Runtime of the round, median over rounds, is the number reported.
+TVM_NUM_THREADS and intra_op_num_threads are both 2. Writes results/tvm_vs_ort.json and .png; models,
+builds and databases stay under .cache/tvm_vs_ort/ (git-ignored).
 """
 
 import argparse
 import os
+import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,13 +34,15 @@ from edgecnn.core.progress import console  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".cache" / "tvm_vs_ort"
 IMAGENET = {"input_size": 224, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-# model -> recipe (or ImageNet layout), classes, default trials and per-kernel cap
+# model -> recipe (a Fashion-MNIST one, or the ImageNet layout) and classes; goal: untuned TVM / ORT
 MODELS = {
-    "mobilenet_v2_224": {"recipe": {"model": {"name": "mobilenet_v2"}, "data": IMAGENET}, "classes": 1000,
-                         "trials": 1500, "per_task": 64},
-    "lenet5_28": {"recipe": "recipes/lenet5-fashion.yaml", "classes": 10, "trials": 100, "per_task": 32},
-    "mobilenet_v1_28": {"recipe": "recipes/mobilenet_v1-fashion.yaml", "classes": 10, "trials": 400, "per_task": 32},
-    "mobilenet_v2_28": {"recipe": "recipes/mobilenet_v2-fashion.yaml", "classes": 10, "trials": 600, "per_task": 32},
+    "lenet5_28": ("recipes/lenet5-fashion.yaml", 10, 1.0),
+    "mobilenet_v1_28": ("recipes/mobilenet_v1-fashion.yaml", 10, 1.5),
+    "mobilenet_v2_28": ("recipes/mobilenet_v2-fashion.yaml", 10, 1.5),
+    "resnet18_28": ("recipes/resnet18-fashion.yaml", 10, 1.5),
+    "googlenet_28": ("recipes/googlenet-fashion.yaml", 10, 1.5),
+    "mobilenet_v1_224": ({"model": {"name": "mobilenet_v1"}, "data": IMAGENET}, 1000, 2.0),
+    "mobilenet_v2_224": ({"model": {"name": "mobilenet_v2"}, "data": IMAGENET}, 1000, 2.0),
 }
 
 
@@ -45,15 +50,15 @@ def make_onnx(name: str) -> Path:
     """An untrained checkpoint with random BatchNorm statistics, exported at batch 1 (made once)."""
     import torch
 
-    from edgecnn.train import checkpoint, recipe
     from edgecnn import export
+    from edgecnn.train import checkpoint, recipe
 
     out = CACHE / name / "model.onnx"
     if out.exists():
         return out
-    cfg = MODELS[name]["recipe"]
+    cfg, classes, _ = MODELS[name]
     rec = recipe.load(ROOT / cfg) if isinstance(cfg, str) else recipe.parse({"name": name, **cfg})
-    spec = checkpoint.model_spec(rec, MODELS[name]["classes"], [str(i) for i in range(MODELS[name]["classes"])])
+    spec = checkpoint.model_spec(rec, classes, [str(i) for i in range(classes)])
     torch.manual_seed(0)
     model = checkpoint.build_model(spec)
     for m in model.modules():
@@ -65,36 +70,31 @@ def make_onnx(name: str) -> Path:
     return export.export(CACHE / name, out, batch=1)
 
 
-def builds(name: str, onnx: Path, target: str, trials: int | None, per_task: int | None) -> dict:
-    """Untuned and tuned TVM builds of one model for one target; tunes only when no database is there."""
+def compiled(onnx: Path, out: Path, tune_db: Path | None = None) -> tuple[Path, float]:
+    """A host build (made once) and how long `edgecnn compile` took."""
     from edgecnn import compiler
-    from edgecnn.backends.tvm import tune, tunedb
-    from edgecnn.core.errors import EdgecnnError
 
-    tag = Path(target).stem
-    db = CACHE / name / f"tune-{tag}"
-    untuned = CACHE / name / f"build-{tag}"
-    if not (untuned / "manifest.json").exists():
-        compiler.compile_model(onnx, target, out=untuned)
-    try:
-        record = tunedb.check(db, tunedb.expected(onnx, *target_and_spec(target), 1))
-    except EdgecnnError:
-        console.print(f"[bold]{name}[/]: tuning for {tag}, {trials} trials")
-        _, record = tune.tune(onnx, target, trials, db, per_task)
     start = time.monotonic()
-    tuned = compiler.compile_model(onnx, target, out=CACHE / name / f"build-{tag}-tuned", tune_db=db)
-    return {"untuned": untuned, "tuned": tuned, "compile_with_db_s": round(time.monotonic() - start, 1),
-            "trials": record["trials"], "tuning_minutes": round(sum(s["minutes"] for s in record["sessions"]), 1),
-            "per_task": record["sessions"][-1]["per_task"], "prepack": record["prepack"],
-            **record["target"]["graph"]}
+    if not (out / "manifest.json").exists():
+        compiler.compile_model(onnx, "host", out=out, **({"tune_db": tune_db} if tune_db else {}))
+    return out, round(time.monotonic() - start, 1)
 
 
-def target_and_spec(target: str):
-    from edgecnn.compiler import targets
-    from edgecnn.backends import tvm as tvm_backend
+def tuned_dbs(name: str, onnx: Path, budgets: list[float]) -> list[tuple[float, Path, dict]]:
+    """(minutes, database, record) per cumulative budget: each one continues a copy of the previous."""
+    from edgecnn.backends.tvm import tune, tunedb
 
-    tgt = targets.load(target)
-    return tgt, tvm_backend.resolve_target(tgt)
+    out, prev_db, prev_min = [], None, 0.0
+    for minutes in sorted(budgets):
+        db = CACHE / name / f"tune-host-{minutes:g}min"
+        if not (db / tunedb.RECORD).exists():
+            if prev_db:
+                shutil.copytree(prev_db, db, dirs_exist_ok=True)
+            console.print(f"[bold]{name}[/]: tuning for {minutes - prev_min:g} more minutes")
+            tune.tune(onnx, "host", minutes=minutes - prev_min, db=db)
+        out.append((minutes, db, tunedb.read_record(db)))
+        prev_db, prev_min = db, minutes
+    return out
 
 
 def time_ms(runner, x: np.ndarray, seconds: float) -> float:
@@ -103,7 +103,7 @@ def time_ms(runner, x: np.ndarray, seconds: float) -> float:
         runner.run(x)
     times: list[float] = []
     end = time.perf_counter() + seconds
-    while len(times) < 5 or (time.perf_counter() < end and len(times) < 2000):
+    while len(times) < 5 or (time.perf_counter() < end and len(times) < 5000):
         t0 = time.perf_counter()
         runner.run(x)
         times.append(time.perf_counter() - t0)
@@ -111,11 +111,13 @@ def time_ms(runner, x: np.ndarray, seconds: float) -> float:
 
 
 def measure(subjects: dict, x: np.ndarray, repeats: int, seconds: float) -> dict[str, list[float]]:
-    """Rounds of every subject in turn: a slow minute of the shared machine hits them all alike."""
+    """Rounds of every subject in a new random order each round: a slow minute hits them all alike."""
     rounds: dict[str, list[float]] = {k: [] for k in subjects}
+    order = list(subjects)
     for _ in range(repeats):
-        for key, runner in subjects.items():
-            rounds[key].append(time_ms(runner, x, seconds))
+        random.Random(len(rounds[order[0]])).shuffle(order)
+        for key in order:
+            rounds[key].append(time_ms(subjects[key], x, seconds))
     return rounds
 
 
@@ -130,60 +132,70 @@ class OrtNoSpin:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> dict:
-        return {"logits": self.session.run(None, {"input": x})[0]}
+        return {"logits": self.session.run(None, {self.name: x})[0]}
 
 
-def bench_model(name: str, targets_: list[str], args) -> dict:
-    from edgecnn.compiler import manifest
-    from edgecnn.backends import tvm as tvm_backend
+def bench_model(name: str, budgets: list[float], args) -> dict:
+    from edgecnn import backends
     from edgecnn.backends.onnxruntime import OrtRunner
+    from edgecnn.compiler import manifest
 
     onnx = make_onnx(name)
-    info = {t: builds(name, onnx, t, args.trials or MODELS[name]["trials"], args.per_task or MODELS[name]["per_task"])
-            for t in targets_}
-    subjects = {"onnxruntime": OrtRunner(onnx, threads=args.threads),
-                "onnxruntime_nospin": OrtNoSpin(onnx, args.threads)}
-    for t, b in info.items():
-        for kind in ("untuned", "tuned"):
-            subjects[f"tvm_{kind}:{Path(t).stem}"] = tvm_backend.load(b[kind], manifest.read(b[kind]), threads=args.threads)
+    untuned, compile_s = compiled(onnx, CACHE / name / "build-host")
+    builds = {"tvm untuned": untuned}
+    tuning = {}
+    for minutes, db, record in tuned_dbs(name, onnx, budgets):
+        key = f"tvm tuned {minutes:g} min"
+        builds[key], _ = compiled(onnx, CACHE / name / f"build-host-tuned-{minutes:g}min", db)
+        tuning[key] = {"minutes": round(sum(s["minutes"] for s in record["sessions"]), 1), "trials": record["trials"],
+                       "estimate_ms": record["sessions"][-1]["estimate_ms"]}
+    subjects = {"onnxruntime": OrtRunner(onnx, threads=args.threads), "onnxruntime nospin": OrtNoSpin(onnx, args.threads)}
+    for key, build in builds.items():
+        subjects[key] = backends.get("tvm").load(build, manifest.read(build), threads=args.threads)
     x = np.random.default_rng(0).standard_normal([1, *subjects["onnxruntime"].input_shape]).astype(np.float32)
     rounds = measure(subjects, x, args.repeats, args.seconds)
-    ort = np.minimum(rounds["onnxruntime"], rounds["onnxruntime_nospin"])  # the faster ORT of each round
-    result = {"model": name, "input": [1, *map(int, x.shape[1:])], "median_ms": {k: float(np.median(v)) for k, v in rounds.items()},
-              "ratio_vs_onnxruntime": {k: float(np.median(np.array(v) / ort)) for k, v in rounds.items()
-                                       if not k.startswith("onnxruntime")},
-              "rounds_ms": rounds,
-              "builds": {Path(t).stem: {k: str(v) if isinstance(v, Path) else v for k, v in b.items()} for t, b in info.items()}}
+    ort = np.minimum(rounds["onnxruntime"], rounds["onnxruntime nospin"])  # the faster ORT of each round
+    ratios = {k: np.array(v) / ort for k, v in rounds.items() if k.startswith("tvm")}
+    result = {"model": name, "input": [1, *map(int, x.shape[1:])], "goal_untuned": MODELS[name][2],
+              "median_ms": {k: float(np.median(v)) for k, v in rounds.items()},
+              "ratio_vs_onnxruntime": {k: float(np.median(v)) for k, v in ratios.items()},
+              "ratio_p25_p75": {k: [float(np.percentile(v, 25)), float(np.percentile(v, 75))] for k, v in ratios.items()},
+              "compile_untuned_s": compile_s, "tuning": tuning, "rounds_ms": rounds,
+              "kernels": manifest.read(untuned)["artifact"]["schedules"]}
     for k, ms in result["median_ms"].items():
         ratio = result["ratio_vs_onnxruntime"].get(k)
-        console.print(f"  {name:18s} {k:26s} {ms:9.3f} ms" + (f"  {ratio:.2f}x ONNX Runtime" if ratio else ""))
+        console.print(f"  {name:18s} {k:24s} {ms:9.3f} ms" + (f"  {ratio:.2f}x ONNX Runtime" if ratio else ""))
     return result
 
 
-def plot(results: list[dict], path: Path) -> None:
-    """Bars per model (log scale: untuned TVM is tens of times slower), the tuned ratio written on top."""
+def plot(report: dict, path: Path) -> None:
+    """One group of bars per model (log scale), each TVM build's ratio to ONNX Runtime written above it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(results[0]["median_ms"])
+    results = report["results"]
+    keys = list(dict.fromkeys(k for r in results for k in r["median_ms"] if k != "onnxruntime nospin"))
     width = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(2.2 + 2.4 * len(results), 4.5))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(results), 4.8))
     for i, key in enumerate(keys):
-        xs = [j + i * width for j in range(len(results))]
-        ms = [r["median_ms"][key] for r in results]
-        ax.bar(xs, ms, width, label=key.replace("_", " "))
-        for xpos, r in zip(xs, results):
-            if key.startswith("tvm_tuned"):
-                ax.text(xpos, r["median_ms"][key] * 1.08, f"{r['ratio_vs_onnxruntime'][key]:.2f}x",
-                        ha="center", fontsize=8)
-    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(results))], [r["model"] for r in results])
+        rows = [(j, r) for j, r in enumerate(results) if key in r["median_ms"]]
+        xs = [j + i * width for j, _ in rows]
+        ax.bar(xs, [r["median_ms"][key] for _, r in rows], width, label=key)
+        for xpos, (_, r) in zip(xs, rows):
+            if key in r["ratio_vs_onnxruntime"]:
+                ax.text(xpos, r["median_ms"][key] * 1.08, f"{r['ratio_vs_onnxruntime'][key]:.2f}x", ha="center",
+                        fontsize=7, rotation=90)
+    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(results))], [r["model"] for r in results],
+                  fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (median, batch 1, 2 threads)")
-    ax.set_title("TVM (MetaSchedule-tuned) vs ONNX Runtime, same process; label: TVM / ORT")
+    ax.set_title(f"TVM vs ONNX Runtime on {report['machine']['cpu']['model_name']} "
+                 f"({report['machine']['cpu']['llvm_cpu']}); label: TVM / ORT")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -198,26 +210,38 @@ def machine() -> dict:
             "versions": {p: metadata.version(p) for p in ("onnxruntime", "apache-tvm", "apache-tvm-ffi")}}
 
 
+def parse_tune(text: str) -> dict[str, list[float]]:
+    """'mobilenet_v2_224:30,60 lenet5_28:5' -> {name: [minutes, ...]}."""
+    out = {}
+    for item in text.split():
+        name, _, minutes = item.partition(":")
+        out[name] = [float(m) for m in minutes.split(",") if m]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
-    ap.add_argument("--target", default="host", help="TVM targets (names or YAML paths), comma-separated")
-    ap.add_argument("--trials", type=int, default=None, help="tuning trials (default per model)")
-    ap.add_argument("--per-task", type=int, default=None, help="trials cap per kernel (default per model)")
+    ap.add_argument("--tune", default="", help="NAME:MINUTES[,MINUTES] ... (space-separated): tuned builds too")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=1.0, help="per subject per round")
-    ap.add_argument("--out", type=Path, default=None, help="default results/tvm_vs_ort.json (-tN for N != 2 threads)")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--seconds", type=float, default=0.3, help="per subject per round")
+    ap.add_argument("--out", type=Path, default=RESULTS / "tvm_vs_ort.json")
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    args.out = args.out or RESULTS / ("tvm_vs_ort.json" if args.threads == 2 else f"tvm_vs_ort-t{args.threads}.json")
+    budgets = parse_tune(args.tune)
+    names = args.models.split(",")
+    for name in names:  # builds and tuning first: the measurements then run without them beside
+        onnx = make_onnx(name)
+        compiled(onnx, CACHE / name / "build-host")
+        tuned_dbs(name, onnx, budgets.get(name, []))
     report = {"machine": machine(), "threads": args.threads, "repeats": args.repeats, "results": []}
-    for name in args.models.split(","):
-        report["results"].append(bench_model(name, args.target.split(","), args))
+    for name in names:
+        report["results"].append(bench_model(name, budgets.get(name, []), args))
     report["machine"]["load_avg_1min_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
-    plot(report["results"], args.out.with_suffix(".png"))
+    plot(report, args.out.with_suffix(".png"))
     console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 

@@ -1,4 +1,5 @@
-"""edgecnn's Relax rewrites: ReLU6 that lets NHWC flow, and Q/DQ convs as real int8 convs."""
+"""edgecnn's Relax rewrites: ReLU6 that lets NHWC flow, kernels a small model need not run, and Q/DQ convs
+as real int8 convs."""
 
 import re
 
@@ -36,20 +37,22 @@ def x28():
 
 
 def test_relu6_rewrite_lets_nhwc_flow_and_keeps_the_result(mobilenet_onnx, x28):
-    imported = tvm_backend.build.import_onnx(mobilenet_onnx, 1)
+    imported = tvm_backend.frontend.import_onnx(mobilenet_onnx, 1)
     assert "call_tir(maximum" in ops(imported)  # what the ONNX frontend makes of Clip
-    nhwc = tvm_passes.convert_layout(imported, "NHWC")
+    nhwc = tvm_passes.to_nhwc(imported)
     assert "call_tir(" not in ops(nhwc) and ops(nhwc).count("R.permute_dims(") == 2  # input + classifier
     assert ops(nhwc).count('data_layout="NHWC"') == ops(imported).count("R.nn.conv2d(")
     want = OrtRunner(mobilenet_onnx).run(x28)["logits"]
     np.testing.assert_allclose(run_tvm(nhwc, x28), want, atol=1e-4, rtol=1e-4)
 
 
-def test_unknown_layout_is_refused(mobilenet_onnx):
-    from edgecnn.core.errors import EdgecnnError
-
-    with pytest.raises(EdgecnnError, match="layout 'NCHW16c' is not one of NCHW, NHWC"):
-        tvm_passes.convert_layout(tvm_backend.build.import_onnx(mobilenet_onnx, 1), "NCHW16c")
+def test_prepared_graph_runs_no_transpose_and_keeps_the_result(mobilenet_onnx, x28):
+    """The 1-channel image's NCHW -> NHWC permute is a reshape, the classifier's flatten permute is folded
+    into its weights: no transpose kernel is left."""
+    prepared = tvm_passes.prepare(tvm_backend.frontend.import_onnx(mobilenet_onnx, 1), targets.load("host"))
+    assert ops(prepared).count("R.permute_dims(") == 0
+    want = OrtRunner(mobilenet_onnx).run(x28)["logits"]
+    np.testing.assert_allclose(run_tvm(prepared, x28), want, atol=1e-4, rtol=1e-4)
 
 
 def quantize(onnx_path, out, symmetric=True):
@@ -75,8 +78,8 @@ def test_symmetric_qdq_convs_become_int8_convs_with_the_same_result(mobilenet_on
 
     qdq = quantize(mobilenet_onnx, tmp_path / "q.onnx")
     n_conv = sum(n.op_type == "Conv" for n in onnx.load(str(qdq)).graph.node)
-    fake = tvm_backend.build.import_onnx(qdq, 1)
-    real = tvm_int8.qdq_to_int8_conv(tvm_backend.build.import_onnx(qdq, 1))
+    fake = tvm_backend.frontend.import_onnx(qdq, 1)
+    real = tvm_int8.qdq_to_int8_conv(tvm_backend.frontend.import_onnx(qdq, 1))
     assert tvm_int8.count_int8_convs(fake) == 0 and tvm_int8.count_int8_convs(real) == n_conv > 0
     assert re.search(r'R\.nn\.conv2d\(lv\w*, metadata\["ir\.GenericConst"\]\[\d+\], .*out_dtype="int32"', ops(real))
     got, want = run_tvm(real, x28), OrtRunner(qdq).run(x28)["logits"]  # ORT runs Q/DQ convs in int8 too
@@ -86,4 +89,4 @@ def test_symmetric_qdq_convs_become_int8_convs_with_the_same_result(mobilenet_on
 
 def test_asymmetric_activations_stay_fake_quant(mobilenet_onnx, tmp_path):
     qdq = quantize(mobilenet_onnx, tmp_path / "q.onnx", symmetric=False)  # uint8 with zero points
-    assert tvm_int8.count_int8_convs(tvm_int8.qdq_to_int8_conv(tvm_backend.build.import_onnx(qdq, 1))) == 0
+    assert tvm_int8.count_int8_convs(tvm_int8.qdq_to_int8_conv(tvm_backend.frontend.import_onnx(qdq, 1))) == 0

@@ -1,9 +1,12 @@
 """Apache TVM (Relax, 0.27): ONNX -> Relax -> a VM executable exported as a shared library.
 
-    build.py   the lazy import, the resolved target, ONNX import, Relax -> .so
-    passes.py  the graph rewrites compile and tune share (layout, int8 convs)
-    int8.py    real int8 convolutions from Q/DQ
-    tune.py    MetaSchedule tuning into a database; tunedb.py its record and checks
+    frontend.py   ONNX -> Relax (the frontend given the model the way it reads it)
+    passes.py     the graph rewrites compile and tune share (NHWC, fewer kernels, int8 convs)
+    int8.py       real int8 convolutions from Q/DQ
+    legalize.py   edgecnn's conv2d lowering (NHWC, packed weights) that the schedule rules recognise
+    schedules/    the default schedule rules, one per kernel kind; cpu.py what they read off the target
+    build.py      the lazy import, the resolved target, lower -> schedule -> .so
+    tune.py       the budgeted search over the rules' parameters; tunedb.py its database's record
     runner.py  the Relax VM runner; rpc.py the same runner on a board of a TVM RPC tracker
 """
 
@@ -11,7 +14,7 @@ import os
 from pathlib import Path
 
 from edgecnn.backends.base import Backend
-from edgecnn.backends.tvm import build, passes
+from edgecnn.backends.tvm import build, frontend, passes
 from edgecnn.backends.tvm.runner import TvmRunner
 from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError
@@ -31,16 +34,18 @@ class TvmBackend(Backend):
         cross = options.get("cross_compiler")
         build.check_cross_compiler(cross, target.name)
         spec = build.resolve_target(target)
-        model = build.frontend_model(onnx_path, batch)
-        mod = passes.prepare(build.from_model(model, Path(onnx_path).name), target)
-        tuning = None
-        if tune_db:  # schedules from edgecnn tune, checked against this model, target and CPU
+        model = frontend.frontend_model(onnx_path, batch)
+        mod = build.lower(passes.prepare(frontend.from_model(model, Path(onnx_path).name), target), spec)
+        params, tuning = {}, None
+        if tune_db:  # schedule parameters from edgecnn tune, checked against this model, target and CPU
             from edgecnn.backends.tvm import tune
 
-            mod, tuning = tune.apply_db(mod, spec, tune_db, onnx_path=onnx_path, target=target, batch=batch)
+            params, tuning = tune.apply_db(spec, tune_db, onnx_path=onnx_path, target=target, batch=batch)
+        mod, kernels = build.schedule(mod, spec, params)
         build.build(mod, spec, Path(out_dir) / "model.so", opt_level=options.get("opt_level", 3), cross_compiler=cross)
         artifact = {"file": "model.so", "tvm_target": spec, "batch": batch, **passes.graph_options(target),
-                    "onnx_opset": onnx_utils.opset_of(model)}  # what TVM imported (build.for_frontend)
+                    "onnx_opset": onnx_utils.opset_of(model),  # what TVM imported (frontend.for_frontend)
+                    "schedules": schedule_summary(kernels, params)}
         if tuning:
             artifact["tuning"] = tuning
         if cross:
@@ -67,6 +72,14 @@ class TvmBackend(Backend):
         from edgecnn.backends.tvm import rpc
 
         return rpc.loader(build_dir, address, key, timeout=timeout, threads=threads)
+
+
+def schedule_summary(kernels: list[dict], params: dict) -> dict:
+    """What the manifest records of the schedules: kernels per rule, how many from a tuning database."""
+    rules: dict[str, int] = {}
+    for k in kernels:
+        rules[k["rule"]] = rules.get(k["rule"], 0) + 1
+    return {"kernels": len(kernels), "rules": rules, "tuned": sum(k["key"] in params for k in kernels)}
 
 
 backend = TvmBackend()

@@ -1,31 +1,66 @@
-"""Relax graph rewrites edgecnn applies before TVM lowers a model (used by compile and tune alike).
+"""Relax graph rewrites edgecnn applies before TVM lowers a model (compile and tune alike, so a tuning
+database's kernels match).
 
-The ONNX frontend turns Clip (ReLU6 in the MobileNets) into opaque `call_tir(maximum)` /
-`call_tir(minimum)` kernels. ConvertLayout cannot see through those, so an NHWC graph got a pair of
-transposes around every ReLU6 (175 in MobileNet v2). Rewriting them back to the high-level
-`R.maximum` / `R.minimum` ops, which have layout inference, lets NHWC flow from the first conv to the
-last: 2 transposes are left (the input and the classifier).
+The schedule rules want NHWC activations and HWIO weights (output channels innermost, vectorized).
+The ONNX frontend turns Clip (ReLU6 in the MobileNets) into opaque `call_tir(maximum|minimum)` kernels,
+which ConvertLayout cannot see through: an NHWC graph got a transpose pair around every ReLU6 (175 in
+MobileNet v2). Rewritten to `R.maximum` / `R.minimum`, which have layout inference, NHWC flows from the
+first conv to the last. Then the kernels a small model pays for by the call are removed: a permute that
+moves only size-1 axes is a reshape, the classifier's flatten permute is folded into its weights.
 """
 
+import numpy as np
+
 INT8_CONV_DEFAULT = False
-LAYOUTS = {"NCHW": None, "NHWC": ["NHWC", "HWIO"]}  # HWIO: output channels innermost, as the GEMM wants
 
 
 def graph_options(target) -> dict:
     """The target options that change the graph (and so the kernels a tuning database holds)."""
     options = target.options or {}
-    return {"layout": options.get("layout", "NCHW"), "int8_conv": bool(options.get("int8_conv", INT8_CONV_DEFAULT))}
+    return {"int8_conv": bool(options.get("int8_conv", INT8_CONV_DEFAULT))}
 
 
 def prepare(mod, target):
-    """What edgecnn does to an imported graph for a TVM target (compile and tune alike, so a tuning
-    database's workloads match): Q/DQ convs to real int8 convs (option `int8_conv`), then the layout."""
-    graph = graph_options(target)
-    if graph["int8_conv"]:
+    """Q/DQ convs to real int8 convs (target option `int8_conv`), NHWC, fewer kernels, constants folded."""
+    if graph_options(target)["int8_conv"]:
         from edgecnn.backends.tvm.int8 import qdq_to_int8_conv
 
         mod = qdq_to_int8_conv(mod)
-    return convert_layout(mod, graph["layout"])
+    mod = to_nhwc(mod)
+    return fold_constants(merge_reshapes(fold_flatten_permute(unit_permute_to_reshape(mod))))
+
+
+def _numpy_ops():
+    def permute(call, x):
+        axes = call.attrs.axes
+        return np.transpose(x, None if axes is None else [int(a) for a in axes])
+
+    def reshape(call, x):
+        return x.reshape([int(d) for d in call.ty.shape])
+
+    return {"relax.isnan": (1, lambda call, x: np.isnan(x)),
+            "relax.where": (3, lambda call, c, a, b: np.where(c, a, b)),
+            "relax.permute_dims": (1, permute),
+            "relax.reshape": (1, reshape)}
+
+
+def fold_constants(mod):
+    """Ops on constants evaluated with numpy: the frontend's NaN guards on Clip bounds, ConvertLayout's
+    weight transposes. Relax's FoldConstant took 25 of MobileNet v2's 30 s compile (it builds and runs a
+    kernel per op); this takes 0.5 s. What else is constant is folded after legalization (build.lower)."""
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    for name, (nargs, fn) in _numpy_ops().items():
+        shape = [wildcard()] if name == "relax.reshape" else []  # the target shape is not a tensor
+        pattern = is_op(name)(*[is_const() for _ in range(nargs)], *shape)
+
+        def rewrite(call, _, fn=fn, nargs=nargs):
+            out = fn(call, *[a.value.numpy() for a in call.args[:nargs]])
+            return relax.const(out.astype(str(call.ty.dtype)))
+
+        mod["main"] = rewrite_call(pattern, rewrite, mod["main"])
+    return mod
 
 
 def clip_to_minmax(mod):
@@ -33,7 +68,7 @@ def clip_to_minmax(mod):
     from tvm import relax
     from tvm.relax.dpl import is_call_tir, rewrite_call, wildcard
 
-    mod = relax.transform.FoldConstant()(mod)  # the frontend's NaN guards on the bounds become constants
+    mod = fold_constants(mod)  # the frontend's NaN guards on the bounds become constants
     for name, op in (("maximum", relax.op.maximum), ("minimum", relax.op.minimum)):
         x, bound = wildcard(), wildcard()
         pattern = is_call_tir(name, [x, bound])  # a regex search: maximum, maximum1, ...
@@ -41,16 +76,76 @@ def clip_to_minmax(mod):
     return relax.transform.DeadCodeElimination()(mod)
 
 
-def convert_layout(mod, layout: str):
-    """Convolutions (and every layout-agnostic op between them) in `layout`; weights folded to match."""
+def to_nhwc(mod):
+    """Activations NHWC, conv weights HWIO, the weights' transposes folded."""
     from tvm import relax
 
-    from edgecnn.core.errors import EdgecnnError
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(clip_to_minmax(mod))
+    return fold_constants(mod)
 
-    if layout not in LAYOUTS:
-        raise EdgecnnError(f"layout '{layout}' is not one of {', '.join(LAYOUTS)} (target option 'layout')")
-    mod = clip_to_minmax(mod)
-    if LAYOUTS[layout] is None:
-        return mod
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": LAYOUTS[layout]})(mod)
-    return relax.transform.FoldConstant()(mod)
+
+def _shape(expr) -> list[int] | None:
+    """A tensor's static shape (None for a symbolic one, e.g. a dynamic batch: the rewrites leave it)."""
+    dims = getattr(expr.ty, "shape", None)
+    try:
+        return [int(d) for d in dims]
+    except (TypeError, ValueError):
+        return None
+
+
+def unit_permute_to_reshape(mod):
+    """A permute_dims that moves only size-1 axes (NCHW -> NHWC of a 1-channel image) is a reshape: no kernel."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    x = wildcard()
+
+    def rewrite(call, m):
+        shape, axes = _shape(m[x]), [int(a) for a in call.attrs.axes or []]
+        if shape is None or not axes:
+            return call
+        moved = [a for a in axes if shape[a] != 1]
+        return call if moved != sorted(moved) else relax.op.reshape(m[x], [shape[a] for a in axes])
+
+    mod["main"] = rewrite_call(is_op("relax.permute_dims")(x), rewrite, mod["main"])
+    return mod
+
+
+def fold_flatten_permute(mod):
+    """matmul(flatten(permute NHWC -> NCHW of x), W) -> matmul(flatten(x), W with its rows permuted)."""
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    x, w = wildcard(), is_const()
+    perm = is_op("relax.permute_dims")(x)
+    flat = is_op("relax.reshape")(perm, wildcard())
+
+    def rewrite(call, m):
+        if _shape(m[x]) is None or len(_shape(m[x])) != 4:
+            return call
+        n, h, wd, c = _shape(m[x])
+        weight = m[w].value.numpy()
+        if [int(a) for a in m[perm].attrs.axes] != [0, 3, 1, 2] or _shape(m[flat]) != [n, c * h * wd] \
+                or weight.shape[0] != c * h * wd:
+            return call
+        # row (c, h, w) of the NCHW flatten goes to row (h, w, c) of the NHWC one
+        rows = weight.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(c * h * wd, -1)
+        return relax.op.matmul(relax.op.reshape(m[x], [n, h * wd * c]), relax.const(np.ascontiguousarray(rows)),
+                               out_dtype=call.attrs.out_dtype)
+
+    mod["main"] = rewrite_call(is_op("relax.matmul")(flat, w), rewrite, mod["main"])
+    return mod
+
+
+def merge_reshapes(mod):
+    """reshape(reshape(x)) -> reshape(x) (two of them fuse into a kernel the VM cannot elide)."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    x = wildcard()
+    pattern = is_op("relax.reshape")(is_op("relax.reshape")(x, wildcard()), wildcard())
+    def rewrite(call, m):
+        return call if _shape(call) is None else relax.op.reshape(m[x], _shape(call))
+
+    mod["main"] = rewrite_call(pattern, rewrite, mod["main"])
+    return mod

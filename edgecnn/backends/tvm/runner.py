@@ -50,7 +50,7 @@ class TvmRunner(VmRunner):
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if x.shape not in self.staging:
-            tensor = self.tvm.runtime.empty(x.shape, "float32", self.device)
+            tensor = self.tvm.runtime.empty(x.shape, self.input_dtype, self.device)
             self.staging[x.shape] = (tensor, np.from_dlpack(tensor))
         tensor, view = self.staging[x.shape]
         np.copyto(view, x, casting="unsafe")

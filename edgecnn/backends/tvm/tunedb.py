@@ -10,8 +10,9 @@ from edgecnn.backends.tvm.passes import graph_options
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256
 
-RECORD, FORMAT, VERSION = "tune.json", "edgecnn.tunedb", 1
-DB_FILES = ("database_workload.json", "database_tuning_record.json")
+RECORD, SCHEDULES = "tune.json", "schedules.json"
+FORMAT, VERSION = "edgecnn.tunedb", 2  # 2: schedule-rule parameters (1 held MetaSchedule records)
+DB_FILES = (SCHEDULES,)
 # CPU features that change which code LLVM emits and so which schedules win
 CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16",
              "avx_vnni", "amx_tile", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")

@@ -1,0 +1,159 @@
+"""Convolution rules: direct NHWC conv (1x1 as a GEMM over pixels) and depthwise."""
+
+from edgecnn.backends.tvm.legalize import GROUP_OC
+from edgecnn.backends.tvm.schedules.common import (Rule, accumulate_in_registers, anchor_block, divisors,
+                                                   epilogue_of, flatten_pixels, inline_all, iter_extents,
+                                                   parallel_outer, place_pad, split_pads, split_vectors,
+                                                   vector_choices, vectorize_tile, worth_parallel)
+
+
+class Conv2D(Rule):
+    """Direct NHWC convolution (any kernel size, stride; groups when a vector stays in one group).
+
+    Register tile: `xb` output pixels x `nvec` vectors of `vl` output channels; each input value is
+    broadcast, the reduction (kh, kw, ic) runs outside the tile, whose accumulators stay in registers;
+    the fused epilogue (bias, activation, residual) is applied as the tile is written. Parallel over
+    (oc block, row, pixel block). 1x1 stride-1 convs run over flattened pixels (a GEMM).
+    """
+
+    name = "conv2d_nhwc"
+    kind = "conv2d_nhwc"
+
+    def match(self, sch, func):
+        conv = anchor_block(sch, self.kind)
+        if conv is None:
+            return None
+        ext = iter_extents(sch, conv)
+        blk = sch.get(conv)
+        pads, _ = split_pads(sch, conv)
+        n, oh, ow, oc, kh, kw = ext[:6]
+        ic = ext[6] if len(ext) > 6 else 1
+        src = blk.reads[0].source
+        ctx = {"n": n, "oh": oh, "ow": ow, "oc": oc, "kh": kh, "kw": kw, "ic": ic, "has_pad": bool(pads),
+               "in_w": int(src.shape[2]), "macs": n * oh * ow * oc * kh * kw * ic}
+        ctx["flat"] = kh == kw == 1 and not pads and ctx["in_w"] == ow
+        ctx["group_oc"] = int(blk.annotations.get(GROUP_OC, oc))
+        return ctx
+
+    def _width(self, ctx):
+        return ctx["oh"] * ctx["ow"] if ctx["flat"] else ctx["ow"]
+
+    def _tiles(self, ctx, cpu):
+        """(vl, nvec, xb) register tiles that fit: xb * nvec accumulators + nvec weights + 2 spare."""
+        out = []
+        for vl, nvec in vector_choices(ctx["oc"], cpu.lanes, group=ctx.get("group_oc", ctx["oc"])):
+            for xb in divisors(self._width(ctx)):
+                if xb * nvec + nvec + 2 <= cpu.registers and xb <= 32:
+                    out.append((vl, nvec, xb))
+        return out
+
+    def default(self, ctx, cpu):
+        # full vectors first (a half vector doubles the FMAs), then the most accumulators that fit
+        # (FMA latency x ports needs >= 8-10; measured best: 14 x 2 on AVX-512), then more vectors;
+        # reduction loops stay rolled (unrolling the 3x3x3 stem: 2x slower)
+        cap = cpu.registers - 4
+        vl, nvec, xb = max(self._tiles(ctx, cpu), key=lambda t: (t[0], min(t[1] * t[2], cap), t[1]))
+        return {"vl": vl, "nvec": nvec, "xb": xb, "pad": "tile", "parallel": worth_parallel(ctx["macs"], cpu),
+                "unroll_k": False}
+
+    def space(self, ctx, cpu):
+        pads = ("tile", "inline", "full") if ctx["has_pad"] else ("tile",)
+        return [{"vl": vl, "nvec": nv, "xb": xb, "pad": pad, "unroll_k": uk, "parallel": par}
+                for vl, nv, xb in self._tiles(ctx, cpu) if nv * xb >= 4
+                for pad in pads for uk in ((False, True) if ctx["ic"] <= 8 else (False,))
+                for par in ((False, True) if cpu.cores > 1 else (False,))]
+
+    def apply(self, sch, ctx, p, cpu):
+        conv, pads, out = prepare(sch, self.kind)
+        if out is None:
+            out = sch.cache_write(conv, 0, "local")
+        n, chunk, mid, xi, o, kh, kw, rc = self._pixel_loops(sch, conv, out, ctx, p)
+        oo, tile = split_vectors(sch, o, p["vl"], p["nvec"])
+        kb = p.get("kb") or ctx["ic"]
+        par = [n, *chunk, oo] if p.get("oc_inner") else [n, oo, *chunk]
+        if kb < ctx["ic"]:  # k-blocking: accumulators of a pixel chunk stay in L1 across k blocks
+            rco, rc = sch.split(rc, [None, kb])
+            sch.reorder(*par, rco, *mid, kh, kw, rc, xi, *tile)
+            outer, first_k = parallel_outer(sch, par, p["parallel"]), rco
+        else:
+            sch.reorder(*par, *mid, kh, kw, rc, xi, *tile)
+            outer, first_k = parallel_outer(sch, par + mid, p["parallel"]), kh
+        sch.unroll(xi)
+        for lp in (kh, kw, rc) if p.get("unroll_k") else ():
+            sch.unroll(lp)
+        out = accumulate_in_registers(sch, conv, out, outer)
+        init = sch.decompose_reduction(conv, first_k)
+        vectorize_tile(sch, init, 1, p["vl"])
+        vectorize_tile(sch, out, 1, p["vl"])
+        place_pad(sch, pads, outer, p["pad"], cpu, p["parallel"])
+
+    @staticmethod
+    def _pixel_loops(sch, conv, out, ctx, p):
+        """(n, chunk loops, mid loops, xi, o, kh, kw, rc): pixels split into register tiles of `xb`, in
+        rows (chunk = y), or flattened (1x1) into chunks of `pc` pixels."""
+        if not ctx["flat"]:
+            n, y, x, o, kh, kw, rc = sch.get_loops(conv)
+            xo, xi = sch.split(x, [None, p["xb"]])
+            return n, [y], [xo], xi, o, kh, kw, rc
+        flatten_pixels(sch, conv, out, ctx["ow"])
+        n, x, o, kh, kw, rc = sch.get_loops(conv)
+        pc = p.get("pc") or p["xb"]
+        chunk, mid, xi = sch.split(x, [None, pc // p["xb"], p["xb"]])
+        return n, [chunk], [mid], xi, o, kh, kw, rc
+
+
+def prepare(sch, kind):
+    """(anchor conv, its pad blocks, its epilogue block): other producers and the elementwise chain
+    after the conv (bias, activation, residual) are inlined."""
+    conv = anchor_block(sch, kind)
+    pads, others = split_pads(sch, conv)
+    inline_all(sch, others)
+    return conv, pads, epilogue_of(sch, conv)
+
+
+class Depthwise(Conv2D):
+    """Depthwise NHWC convolution, vectorized over channels: register tile `xb` pixels x `nvec`
+    vectors of `vl` channels, the kernel window unrolled around it, parallel over output rows."""
+
+    name = "depthwise_nhwc"
+    kind = "depthwise_nhwc"
+
+    def _tiles(self, ctx, cpu):
+        return [(vl, nvec, xb) for vl, nvec in vector_choices(ctx["oc"], cpu.lanes)
+                for xb in divisors(ctx["ow"]) if xb * nvec + 4 <= cpu.registers and xb <= 32]
+
+    def default(self, ctx, cpu):
+        # measured (Zen 5): one full vector of channels x up to 8 pixels, channel blocks outermost (2x
+        # faster on 576-960 channels, never slower), the padding test inline
+        tiles = self._tiles(ctx, cpu)
+        want = 1 if cpu.lanes >= 8 else 2
+        vl, nvec, xb = max(tiles, key=lambda t: (t[0], -abs(t[1] - want), t[2] if t[2] <= 8 else -t[2]))
+        return {"vl": vl, "nvec": nvec, "xb": xb, "pad": "inline", "c_outer": True,
+                "parallel": worth_parallel(ctx["macs"], cpu, 0.5)}
+
+    def space(self, ctx, cpu):
+        pads = ("tile", "inline", "full") if ctx["has_pad"] else ("tile",)
+        return [{"vl": vl, "nvec": nv, "xb": xb, "pad": pad, "c_outer": co, "parallel": par}
+                for vl, nv, xb in self._tiles(ctx, cpu) for pad in pads for co in (True, False)
+                for par in ((False, True) if cpu.cores > 1 else (False,))]
+
+    def apply(self, sch, ctx, p, cpu):
+        conv, pads, out = prepare(sch, self.kind)
+        n, y, x, c, kh, kw = sch.get_loops(conv)
+        xo, xi = sch.split(x, [None, p["xb"]])
+        co, tile = split_vectors(sch, c, p["vl"], p["nvec"])
+        if p.get("c_outer"):  # a channel block sweeps all rows: its 3 input rows stay in L1
+            sch.reorder(n, co, y, xo, kh, kw, xi, *tile)
+            outer = parallel_outer(sch, [n, co, y], p["parallel"])
+            at = xo
+        else:
+            sch.reorder(n, y, xo, co, kh, kw, xi, *tile)
+            outer = parallel_outer(sch, [n, y], p["parallel"])
+            at = sch.fuse(xo, co)
+        for lp in (kh, kw, xi):
+            sch.unroll(lp)
+        out = accumulate_in_registers(sch, conv, out, at)
+        init = sch.decompose_reduction(conv, kh)
+        vectorize_tile(sch, init, 2, p["vl"])
+        vectorize_tile(sch, out, 2, p["vl"])
+        place_pad(sch, pads, at if p["pad"] == "tile" else outer, p["pad"], cpu, p["parallel"])
