@@ -90,6 +90,15 @@ def lenet_onnx(lenet_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lenet_int8(lenet_run, tmp_path_factory):
+    """(quant.json report, folder) of `lenet_run` quantized by edgecnn (per channel, TensorRT's form)."""
+    from edgecnn.quantize import quantize
+
+    out = tmp_path_factory.mktemp("lenet_int8")
+    return quantize(lenet_run, out, calib=48, sensitivity=50, algo="minmax"), out
+
+
+@pytest.fixture(scope="session")
 def mobilenet_run(tmp_path_factory) -> Path:
     """An untrained MobileNet v2 (alpha 0.35) checkpoint with random BatchNorm statistics, so BN folding is visible."""
     import torch

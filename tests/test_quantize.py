@@ -61,12 +61,6 @@ def mnv2_run(mobilenet_run, tiny_idx, tmp_path_factory):
     return dst
 
 
-@pytest.fixture(scope="module")
-def lenet_int8(lenet_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lenet_int8")
-    return quantize(lenet_run, out, calib=48, sensitivity=50, algo="minmax"), out
-
-
 def test_per_channel_qdq_follows_tensorrt_rules(lenet_int8):
     rep, out = lenet_int8
     model = onnx.load(str(out / "model.int8.onnx"))

@@ -2,15 +2,22 @@
 
     torch        the trained checkpoint the manifest records, run by PyTorch
     onnxruntime  the source ONNX (or the build's copy), run by ONNX Runtime fully optimised
-    fakequant    the build's Q/DQ graph run op by op, unfused: the ONNX semantics of int8
+    fakequant    the source Q/DQ graph (or the build's copy) run op by op, unfused: the ONNX semantics of
+                 int8, the same on every CPU (no int8 kernel runs)
+
+A fakequant reference has a twin (`twin`): the same graph run with other float kernels (ONNX Runtime's
+optimisations with its Q/DQ fusion off), so verify can measure how far float rounding alone moves it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.fileio import sha256
 
 AGAINST = ("torch", "onnxruntime", "fakequant")
+FAKEQUANT_LEVEL = "disable"  # op by op: no fusion into ONNX Runtime's CPU-dependent int8 kernels
+NO_INT8_KERNELS = {"session.disable_quant_qdq": "1"}  # keep Q/DQ as float ops at any optimisation level
 
 
 @dataclass
@@ -19,11 +26,21 @@ class Reference:
     onnx: Path | None  # the graph an ONNX Runtime reference runs (None for torch)
     level: str = "all"  # ONNX Runtime's graph optimisation level for it
     checkpoint: Path | None = None  # the checkpoint a torch reference runs
+    config: dict = field(default_factory=dict)  # ONNX Runtime session config entries
 
 
 def default_against(precision: str) -> str:
     """int8 builds are held to their fake-quant reference; the rest to the trained PyTorch model."""
     return "fakequant" if precision == "int8" else "torch"
+
+
+def source_graph(build_dir: Path, man: dict) -> Path:
+    """The ONNX the build was compiled from when it is still there unchanged, else the build's copy."""
+    src = man.get("source", {})
+    path = Path(src.get("onnx") or build_dir / "model.onnx")
+    if path.is_file() and src.get("onnx_sha256") in (None, sha256(path)):
+        return path
+    return build_dir / "model.onnx"
 
 
 def reference(build_dir: str | Path, man: dict, against: str | None = None) -> Reference:
@@ -34,11 +51,17 @@ def reference(build_dir: str | Path, man: dict, against: str | None = None) -> R
         path = man.get("source", {}).get("checkpoint")
         return Reference(against, None, checkpoint=Path(path) if path else None)
     if against == "onnxruntime":
-        src = Path(man.get("source", {}).get("onnx") or build_dir / "model.onnx")
-        return Reference(against, src if src.exists() else build_dir / "model.onnx")
+        return Reference(against, source_graph(build_dir, man))
     if against == "fakequant":
-        return Reference(against, build_dir / "model.onnx", level="disable")
+        return Reference(against, source_graph(build_dir, man), level=FAKEQUANT_LEVEL)
     raise EdgecnnError(f"--against {against}: use {', '.join(AGAINST)}")
+
+
+def twin(ref: Reference) -> Reference | None:
+    """A float-equivalent second execution of a fakequant reference (other kernels, no int8), else None."""
+    if ref.against != "fakequant":
+        return None
+    return Reference(ref.against, ref.onnx, level="all", config=dict(NO_INT8_KERNELS))
 
 
 def load(ref: Reference, *, threads: int | None = None):
@@ -50,9 +73,14 @@ def load(ref: Reference, *, threads: int | None = None):
             raise EdgecnnError(f"no checkpoint recorded for this model (looked for {ref.checkpoint}): "
                                "use --against onnxruntime, or export from a RUN_DIR")
         return TorchRunner(ref.checkpoint, threads)
+    return load_graph(ref, ref.onnx, threads=threads)
+
+
+def load_graph(ref: Reference, onnx_path: str | Path, *, threads: int | None = None):
+    """ONNX Runtime on `onnx_path` run as the reference runs its graph (localisation's marked copy)."""
     from edgecnn.backends.onnxruntime import OrtRunner
 
-    return OrtRunner(ref.onnx, threads or 0, level=ref.level)
+    return OrtRunner(onnx_path, threads or 0, level=ref.level, config=ref.config)
 
 
 def load_for(build_dir: str | Path, man: dict, against: str | None = None, *, threads: int | None = None):
