@@ -13,6 +13,8 @@ from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, sha256
 
+PATH_OPTIONS = ("tune_db",)  # options that name a file or folder: recorded as absolute paths
+
 
 def check_image_model(model) -> None:
     """Refuse what edgecnn does not compile: it takes image models with one N x C x H x W float32 input."""
@@ -68,7 +70,20 @@ def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: s
         "target": tgt.raw, "backend": tgt.backend, "precision": precision, "artifact": artifact,
         "source": {"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path),
                    "checkpoint": meta.get("checkpoint"), "checkpoint_sha256": meta.get("checkpoint_sha256")},
-        "options": {k: str(v) for k, v in opts.items() if v is not None}})
+        "quantization": meta.get("quantization"), "options": recorded_options(opts)})
+
+
+def recorded_options(opts: dict) -> dict:
+    """Compile options as the manifest keeps them for a replay (localisation): JSON values, paths absolute."""
+    out = {}
+    for key, value in opts.items():
+        if isinstance(value, Path) or key in PATH_OPTIONS and isinstance(value, str):
+            value = str(Path(value).resolve())
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def compile_model(onnx_path: str | Path, target: str, precision: str | None = None, out: str | Path | None = None,
