@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from edgecnn.backends.base import Backend, QdqForm, Runner
-from edgecnn.core.errors import EdgecnnError, MissingDependency
+from edgecnn.core.errors import EdgecnnError, MissingDependency, Unsupported
 
+ONNX_TYPES = {"float": "float32", "double": "float64"}  # ONNX Runtime's element type names numpy spells otherwise
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
 
@@ -36,11 +37,13 @@ class OrtRunner(Runner):
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"])
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
-            raise EdgecnnError(f"ONNX Runtime cannot load {onnx_path}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented/... types
+            error = Unsupported if type(e).__name__ == "NotImplemented" else EdgecnnError
+            raise error(f"ONNX Runtime cannot load {onnx_path}: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        element = inp.type.removeprefix("tensor(").removesuffix(")")
+        self.input_dtype = np.dtype(ONNX_TYPES.get(element, element))
         self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.input_shape = inp.shape[1:] if all(isinstance(d, int) for d in inp.shape[1:]) else None
         self.output_names = [o.name for o in self.session.get_outputs()]

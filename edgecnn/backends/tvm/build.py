@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgecnn.core.errors import EdgecnnError, MissingDependency
+from edgecnn.core.errors import EdgecnnError, MissingDependency, Unsupported
 
 
 def available() -> str | None:
@@ -79,7 +79,7 @@ def import_onnx(onnx_path: str | Path, batch: int | None = 1):
         return from_onnx(model, shape_dict={inp.name: shape} if batch else None, keep_params_in_input=False)
     except Exception as e:  # the frontend raises many types for an unsupported op or attribute
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise EdgecnnError(f"TVM cannot import {Path(onnx_path).name}: {type(e).__name__}: {detail} "
+        raise Unsupported(f"TVM cannot import {Path(onnx_path).name}: {type(e).__name__}: {detail} "
                            "(edgecnn verify --ops shows what each backend takes; onnxruntime-cpu may)") from None
 
 
