@@ -18,11 +18,34 @@ def load(path: str | Path, load_weights: bool = True):
     if not path.exists():
         raise EdgecnnError(f"ONNX file not found: {path} (edgecnn export RUN_DIR writes one)")
     try:
-        model = onnx.load(str(path), load_external_data=load_weights)
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError, ...
+        raise EdgecnnError(f"{path} is not a valid ONNX model ({type(e).__name__}): re-export it") from None
+    missing = missing_external_data(model, path.parent)
+    if missing:
+        raise EdgecnnError(f"{path} keeps its weights in '{missing}', which is not beside it: copy that file "
+                           f"next to {path.name} (or re-export it as one file)")
+    try:
+        if load_weights:
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model)
-    except Exception as e:  # protobuf DecodeError, onnx ValidationError, ...
+    except Exception as e:  # onnx ValidationError, ...
         raise EdgecnnError(f"{path} is not a valid ONNX model ({type(e).__name__}): re-export it") from None
     return model
+
+
+def missing_external_data(model, folder: Path) -> str | None:
+    """The first external data file the model names that is not in `folder`, else None."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = ExternalDataInfo(tensor).location
+            if not (folder / location).is_file():
+                return location
+    return None
 
 
 def opset_of(model) -> int:
