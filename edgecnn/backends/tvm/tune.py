@@ -188,7 +188,20 @@ def make_builder(spec: dict, cross_compiler: str | None, workers: int, recycle: 
                     else BuilderResult(None, f"build {r.status.name.lower()}: {r.value}")
                     for r in self.pool.map_with_error_catching(lambda job: _worker_func(*job), jobs)]
 
+        def close(self):
+            if self.pool:
+                self.pool.shutdown()
+                self.pool = None
+
     return PooledBuilder()
+
+
+def close_workers(builder, runner) -> None:
+    """Stop the worker processes of a tuning session: left to the garbage collector they outlive edgecnn."""
+    builder.close()
+    pool = getattr(runner, "pool", None)  # LocalRunner's; RPCRunner measures on the board
+    if pool is not None:
+        pool.shutdown()
 
 
 def quiet_metaschedule() -> None:
@@ -271,11 +284,14 @@ def tune(onnx_path: str | Path, target: str, *, trials: int, db: str | Path | No
     light_intrinsics((spec.get("mtriple") or "x86").split("-")[0])
     mod = passes.prepare(build.import_onnx(onnx_path, batch), tgt)
     mod = pre_tuning(mod, spec, prepack)
+    builder = make_builder(spec, cross, os.cpu_count() or 1)
     with atomic_dir(db) as tmp:
         if previous:
             shutil.copytree(db, tmp, dirs_exist_ok=True)
-        session = run_tuning(mod, spec, tmp, trials=trials, per_task=per_task, runner=runner,
-                             builder=make_builder(spec, cross, os.cpu_count() or 1))
+        try:
+            session = run_tuning(mod, spec, tmp, trials=trials, per_task=per_task, runner=runner, builder=builder)
+        finally:
+            close_workers(builder, runner)
         sessions = [*(previous or {}).get("sessions", []), session]
         record = {"format": FORMAT, "version": VERSION, **want, "source": {"onnx": str(onnx_path.resolve())},
                   "cpu": host_cpu() if measured_on == "local" else {"board_key": key, "mcpu": spec.get("mcpu")},
