@@ -60,7 +60,7 @@ def test_decisive_agreement_passes_on_noise_and_fails_on_a_real_error():
     want = logits(n=2000)
     twin, got = noisy(want, 0.005, 1), noisy(want, 0.005, 2)  # float noise of the same size on both
     labels = noisy(want, 2.0, 3).argmax(1)  # near-ties are hard: the label is either class
-    m = compare.compare_output(got, want, labels, noise=twin)
+    m = compare.compare_output(got, want, labels, noise=[twin])
     tol = compare.tolerance("int8")
     assert m["disagreements"] > 0 and m["top1_agreement"] < 100  # near-ties flip on noise alone
     assert m["noise_spread"] == pytest.approx(0.005, rel=0.01) and m["margin_bound"] == 2 * m["noise_spread"]
@@ -68,21 +68,21 @@ def test_decisive_agreement_passes_on_noise_and_fails_on_a_real_error():
     assert compare.failures(m, tol) == []
     wrong = got.copy()
     wrong[:, 3] += 1.0  # an error a decision can see, larger than the noise
-    bad = compare.compare_output(wrong, want, labels, noise=twin)
+    bad = compare.compare_output(wrong, want, labels, noise=[twin])
     assert bad["decisive_agreement"] < 100 and bad["first_decisive_disagreement"] is not None
     assert any(r.startswith("decisive top-1 agreement") for r in compare.failures(bad, tol))
 
 
 def test_decisive_bound_takes_the_output_step_when_the_twin_is_identical():
     want = logits(n=200)
-    m = compare.compare_output(want, want, noise=want.copy(), step=0.25)
+    m = compare.compare_output(want, want, noise=[want.copy()], step=0.25)
     assert m["noise_spread"] == 0 and m["margin_bound"] == 0.5
     assert m["decisive_samples"] == int((compare.margins(want) > 0.5).sum())
 
 
 def test_too_few_decisive_samples_judge_nothing():
     want = logits(n=100)
-    m = compare.compare_output(want, want, noise=want + 100)
+    m = compare.compare_output(want, want, noise=[want + 100])
     assert m["decisive_samples"] == 0
     assert "fewer than 50%" in compare.failures(m, compare.tolerance("int8"))[0]
 
@@ -92,7 +92,7 @@ def test_top1_delta_bound():
     labels = want.argmax(1)
     got = want.copy()
     got[:2] = got[:2][:, ::-1]  # two samples change class: 0.2 points
-    m = compare.compare_output(got, want, labels, noise=want)
+    m = compare.compare_output(got, want, labels, noise=[want])
     assert abs(m["top1_candidate"] - m["top1_reference"]) == pytest.approx(0.2)
     assert any("points apart > 0.1" in r for r in compare.failures(m, compare.tolerance("int8")))
 

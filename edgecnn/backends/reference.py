@@ -5,8 +5,10 @@
     fakequant    the source Q/DQ graph (or the build's copy) run op by op, unfused: the ONNX semantics of
                  int8, the same on every CPU (no int8 kernel runs)
 
-A fakequant reference has a twin (`twin`): the same graph run with other float kernels (ONNX Runtime's
-optimisations with its Q/DQ fusion off), so verify can measure how far float rounding alone moves it.
+A fakequant reference has twins (`twins`): the same graph run by ONNX Runtime with its float optimisations,
+which change the numbers without being wrong: the basic level folds each float conv bias onto the int32
+grid (its WeightBiasQuantization), the full level without int8 kernels runs other float kernels (NCHWc,
+fusions). verify measures on them how far such changes alone move the reference.
 """
 
 from dataclasses import dataclass, field
@@ -57,11 +59,12 @@ def reference(build_dir: str | Path, man: dict, against: str | None = None) -> R
     raise EdgecnnError(f"--against {against}: use {', '.join(AGAINST)}")
 
 
-def twin(ref: Reference) -> Reference | None:
-    """A float-equivalent second execution of a fakequant reference (other kernels, no int8), else None."""
+def twins(ref: Reference) -> list[Reference]:
+    """Float-equivalent executions of a fakequant reference (no int8 kernel in any), else []."""
     if ref.against != "fakequant":
-        return None
-    return Reference(ref.against, ref.onnx, level="all", config=dict(NO_INT8_KERNELS))
+        return []
+    return [Reference(ref.against, ref.onnx, level="basic"),
+            Reference(ref.against, ref.onnx, level="all", config=dict(NO_INT8_KERNELS))]
 
 
 def load(ref: Reference, *, threads: int | None = None):

@@ -77,7 +77,7 @@ def run_all(runners: list, x: np.ndarray, what: str) -> list[dict]:
         return [run_batches(r.run, x, CHUNK, advance) for r in runners]
 
 
-def compare_outputs(got: dict, want: dict, labels, *, noise: dict | None, against: str, steps: dict) -> dict:
+def compare_outputs(got: dict, want: dict, labels, *, noise: list[dict], against: str, steps: dict) -> dict:
     """Metrics per output name of either side; an output one side lacks is an error, never filled in."""
     outputs = {}
     for name in dict.fromkeys([*got, *want]):
@@ -88,7 +88,8 @@ def compare_outputs(got: dict, want: dict, labels, *, noise: dict | None, agains
             outputs[name] = {"error": f"output '{name}' of the reference is missing from the build (it gives "
                                       f"{', '.join(got)})"}
         else:
-            outputs[name] = compare.compare_output(got[name], want[name], labels, noise=(noise or {}).get(name),
+            twins = [n[name] for n in noise if name in n]
+            outputs[name] = compare.compare_output(got[name], want[name], labels, noise=twins or None,
                                                    step=steps.get(name, 0.0))
     return outputs
 
@@ -102,14 +103,15 @@ def output_steps(ref: reference.Reference, want: dict) -> dict:
 
 
 def run_references(build_dir: Path, man: dict, against: str, x: np.ndarray, *, described: str):
-    """(build outputs, reference outputs, twin outputs or None, the reference used)."""
+    """(build outputs, reference outputs, [outputs of each twin of the reference], the reference used)."""
+    import contextlib
+
     ref = reference.reference(build_dir, man, against)
-    twin = reference.twin(ref)
-    with backends.require(man["backend"]).load(build_dir, man) as cand, reference.load(ref) as want:
-        if twin is None:
-            return (*run_all([cand, want], x, described), None, ref)
-        with reference.load(twin) as noise:
-            return (*run_all([cand, want, noise], x, described), ref)
+    with contextlib.ExitStack() as stack:
+        cand = stack.enter_context(backends.require(man["backend"]).load(build_dir, man))
+        runners = [stack.enter_context(reference.load(r)) for r in [ref, *reference.twins(ref)]]
+        got, want, *noise = run_all([cand, *runners], x, described)
+    return got, want, noise, ref
 
 
 def verify(build_dir: str | Path, against: str | None = None, *, data: str = "test", limit: int | None = None,
@@ -123,7 +125,7 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     tol = compare.tolerance(man["precision"], **tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
     got, want, noise, ref = run_references(build_dir, man, against, x, described=described)
-    steps = output_steps(ref, want) if noise is not None else {}
+    steps = output_steps(ref, want) if noise else {}
     outputs = compare_outputs(got, want, labels, noise=noise, against=against, steps=steps)
     problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
     report = {"build": str(build_dir), "backend": man["backend"], "target": man["target"]["name"],
@@ -135,10 +137,11 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     notes = backends.get(man["backend"]).notes(build_dir, man)
     if notes:
         report["notes"] = notes
-    if noise is not None:
-        report["noise"] = ("each logit may move by the larger of the noise spread (the reference's Q/DQ graph run "
-                           "op by op and with ONNX Runtime's float optimisations, no int8 kernels) and one output "
-                           "quantization step; samples whose reference margin exceeds twice that are decisive")
+    if noise:
+        report["noise"] = ("each logit may move by the larger of the noise spread (the largest logit difference "
+                           "between the reference's Q/DQ graph run op by op and run with ONNX Runtime's float "
+                           "optimisations, basic and full without int8 kernels) and one output quantization step; "
+                           "samples whose reference margin exceeds twice that are decisive")
     if man["precision"] == "int8" and against != "torch":
         report["fp32"] = versus_fp32(build_dir, man, x, labels=labels, got=got)
     if not report["passed"] and localize:

@@ -4,7 +4,7 @@ A NaN or Inf never passes: it makes the element's error infinite, the sample's c
 no class at all, and `failures` names it (in the build, or in the reference as a reference problem).
 
 int8 is judged on decisive samples: those whose reference top-1 margin exceeds what float noise alone
-can move (verify/noise.py): each logit may move by d, the larger of the spread between two float-equivalent
+can move (verify/noise.py): each logit may move by d, the larger of the spread between float-equivalent
 executions of the reference (`noise`) and one output quantization step, so a margin above 2d cannot flip
 unless the build is wrong.
 """
@@ -91,9 +91,10 @@ def margins(logits: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(rows).all(1), top2[:, 0] - top2[:, 1], np.nan)
 
 
-def decisive(got: np.ndarray, want: np.ndarray, noise: np.ndarray, step: float = 0.0) -> dict:
-    """Top-1 agreement on the samples whose reference margin is above 2 x max(measured spread, step)."""
-    spread = np.abs(_rows(noise) - _rows(want))
+def decisive(got: np.ndarray, want: np.ndarray, noise: list[np.ndarray], step: float = 0.0) -> dict:
+    """Top-1 agreement on the samples whose reference margin is above 2 x max(measured spread, step);
+    `noise`: float-equivalent executions of the reference, the spread is their largest difference from it."""
+    spread = np.stack([np.abs(_rows(n) - _rows(want)) for n in noise])
     spread_max = float(spread.max()) if np.isfinite(spread).all() else math.inf
     bound = 2 * max(spread_max, step)
     chosen = margins(want) > bound  # NaN margins compare False
@@ -106,10 +107,10 @@ def decisive(got: np.ndarray, want: np.ndarray, noise: np.ndarray, step: float =
 
 
 def compare_output(got: np.ndarray, want: np.ndarray, labels: np.ndarray | None = None, *,
-                   noise: np.ndarray | None = None, step: float = 0.0) -> dict:
-    """Parity metrics for one output of N samples (first axis = sample); `noise`: a float-equivalent
-    second execution of the reference and `step` one output quantization step, for the decisive agreement
-    of a classifier output."""
+                   noise: list[np.ndarray] | None = None, step: float = 0.0) -> dict:
+    """Parity metrics for one output of N samples (first axis = sample); `noise`: float-equivalent
+    executions of the reference and `step` one output quantization step, for the decisive agreement of a
+    classifier output."""
     if got.shape != want.shape:
         return {"error": f"shape {list(got.shape)} != reference {list(want.shape)}"}
     g, w = _rows(got), _rows(want)
@@ -128,7 +129,7 @@ def compare_output(got: np.ndarray, want: np.ndarray, labels: np.ndarray | None 
         m["disagreements"] = int((~agree).sum())
         if labels is not None:
             m["top1_candidate"], m["top1_reference"] = top1(got, labels), top1(want, labels)
-        if noise is not None and noise.shape == want.shape:
+        if noise and all(n.shape == want.shape for n in noise):
             m.update(decisive(got, want, noise, step))
     return m
 

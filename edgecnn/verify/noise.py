@@ -2,8 +2,9 @@
 
 A correct int8 build still differs from its Q/DQ reference where a value sits on a rounding edge: it lands
 one quantization level off, and the level propagates. Two measures, the larger is used:
-- the spread: the largest logit difference between two float-equivalent executions of the reference
-  (reference.twin: the same graph with other float kernels);
+- the spread: the largest logit difference between the reference and its float-equivalent executions
+  (reference.twins: the same graph with ONNX Runtime's float optimisations, which fold the conv biases
+  onto the int32 grid and run other float kernels);
 - one output step: how much one level of the last quantized activation moves a logit (the output's own
   DequantizeLinear scale, or the scale feeding the classifier times its largest weight).
 """
