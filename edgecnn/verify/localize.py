@@ -86,18 +86,34 @@ def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path) -> tuple[dict, d
     return outputs, replay
 
 
-def divergence(got: np.ndarray, want: np.ndarray, limit: float) -> dict | None:
-    """How one tensor diverges (None when it does not): a NaN/Inf on either side always does."""
+def divergence(got: np.ndarray, want: np.ndarray, limit: float, noise: float = 0.0) -> dict | None:
+    """How one tensor diverges (None when it does not): by more than `limit` of its magnitude plus twice the
+    float noise measured on it; a NaN/Inf on either side always does."""
     for side, a in (("reference", want), ("candidate", got)):
         if not np.isfinite(a).all():
             return {"max_abs": float("inf"), "nonfinite": side, "reference_max": float("nan")}
     err = float(np.abs(got.astype(np.float64) - want).max()) if got.size else 0.0
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    return {"max_abs": err, "reference_max": scale} if err > limit * scale else None
+    if err <= limit * scale + 2 * noise:
+        return None
+    return {"max_abs": err, "reference_max": scale, "noise": noise}
+
+
+def tensor_noise(ref: reference.Reference, marked: Path, x: np.ndarray, want: dict) -> dict:
+    """Per tensor, how far the reference's float-equivalent twins (int8: ONNX Runtime's float optimisations)
+    move it: a candidate that differs by no more than that is not where a defect is."""
+    noise: dict[str, float] = {}
+    for twin in reference.twins(ref):
+        with reference.load_graph(twin, marked) as runner:
+            for name, value in runner.run(x).items():
+                if name in want and value.shape == want[name].shape and np.isfinite(value).all():
+                    noise[name] = max(noise.get(name, 0.0), float(np.abs(value - want[name]).max()))
+    return noise
 
 
 def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, tol) -> dict:
-    """First node whose output differs by more than tol.max_abs (scaled by the tensor's magnitude)."""
+    """First node whose output differs by more than tol.max_abs (scaled by the tensor's magnitude; 1e-2 when
+    unbounded, int8) beyond twice the float noise the reference's twins show on it."""
     import onnx
 
     build_dir = Path(build_dir)
@@ -109,6 +125,7 @@ def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, t
         onnx.save(mark_all_outputs(_reference_graph(man, ref, tmp)), str(tmp / "reference-marked.onnx"))
         with reference.load_graph(ref, tmp / "reference-marked.onnx") as runner:
             want = runner.run(x)
+        noise = tensor_noise(ref, tmp / "reference-marked.onnx", x, want)
         got, replay = _run_candidate(man, cand_graph, x, tmp)
     replay["reference"] = {"against": against, "onnx": str(ref.onnx or "a fresh export of the checkpoint"),
                            "level": ref.level}
@@ -117,7 +134,7 @@ def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, t
         for name in node.output:
             if name in got and name in want and got[name].shape == want[name].shape:
                 checked += 1
-                found = divergence(got[name], want[name], limit)
+                found = divergence(got[name], want[name], limit, noise.get(name, 0.0))
                 if found:
                     return {"node": node.name, "op": node.op_type, "output": name, **found,
                             "checked_tensors": checked, "replay": replay}
