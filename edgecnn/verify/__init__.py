@@ -1,6 +1,7 @@
 """edgecnn verify: run a build and a reference on the same inputs, compare every output.
 
     compare.py   the comparators (parity metrics and tolerances)
+    noise.py     how far float rounding alone moves an int8 reference (the decisive-agreement bound)
     localize.py  the first node whose output diverges, on a failure
     opcheck.py   the operator coverage matrix
     tables.py    the parity table
