@@ -1,3 +1,4 @@
+import contextlib
 import gzip
 import os
 import shutil
@@ -11,6 +12,45 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EMULATOR = ("qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu")  # Debian qemu-user-static, aarch64 sysroot
 FASHION = Path(os.environ.get("EDGECNN_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+
+def leftover_processes(before: set) -> list:
+    """Processes started since `before` (pids) that are still alive: this Python running TVM's workers, RPC
+    servers, trackers or edgecnn itself (a finished test must stop what it started)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["pid"] in before or not cmd or cmd[0] != sys.executable:
+            continue
+        if any(part.startswith(("tvm.exec", "edgecnn")) for part in cmd[1:3]):
+            found.append(proc)
+    return found
+
+
+def pytest_sessionstart(session):
+    try:
+        import psutil
+    except ImportError:  # the tvm extra brings psutil; without it there are no TVM workers either
+        return
+    session.config.pids_before = set(psutil.pids())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves no process running: fail the run, name what was left and stop it."""
+    if not hasattr(session.config, "pids_before"):
+        return
+    import psutil
+
+    left = leftover_processes(session.config.pids_before)
+    if left:
+        names = "; ".join(f"{p.pid}: {' '.join(p.info['cmdline'][1:4])}" for p in left)
+        print(f"\nprocesses left running by the tests (stopped now): {names}", file=sys.stderr)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
                                    reason="Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
@@ -87,6 +127,15 @@ def lenet_onnx(lenet_run, tmp_path_factory) -> Path:
     from edgecnn import export
 
     return export.export(lenet_run, tmp_path_factory.mktemp("lenet_onnx") / "model.onnx", batch="dynamic")
+
+
+@pytest.fixture(scope="session")
+def lenet_int8(lenet_run, tmp_path_factory):
+    """(quant.json report, folder) of `lenet_run` quantized by edgecnn (per channel, TensorRT's form)."""
+    from edgecnn.quantize import quantize
+
+    out = tmp_path_factory.mktemp("lenet_int8")
+    return quantize(lenet_run, out, calib=48, sensitivity=50, algo="minmax"), out
 
 
 @pytest.fixture(scope="session")

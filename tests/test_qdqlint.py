@@ -9,10 +9,6 @@ from onnx import helper, numpy_helper
 
 from edgecnn.backends.tensorrt import qdqlint
 
-# TensorRT's placement: Q/DQ after the activation, not between Conv and it; biases stay float
-EXCLUDE_OUTPUTS = {"OpTypesToExcludeOutputQuantization": ["Conv", "Gemm"], "QuantizeBias": False}
-
-
 class Block(nn.Module):
     """conv-bn-relu6 stem, depthwise-bn-relu, pointwise conv with a residual add, pool, linear."""
 
@@ -34,30 +30,23 @@ def fp32_onnx(tmp_path_factory):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("qdq") / "block.onnx"
-    torch_export(Block().eval(), torch.randn(1, 1, 16, 16), opset=18, dynamic=False, path=path)
+    torch_export(Block().eval(), torch.randn(1, 1, 16, 16), opset=18, dynamic=True, path=path)
     return path
 
 
-def quantize(src, dst, per_channel=True, symmetric=True, activation="QInt8", extra=None):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def quantize(src, dst, per_channel=True, form="tensorrt"):
+    """edgecnn's own quantizer (ONNX Runtime's quantize_static underneath) in a backend's Q/DQ form."""
+    from edgecnn.quantize import ptq
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"input": rng.standard_normal((1, 1, 16, 16)).astype(np.float32)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, **(extra or {})})
-    return onnx.load(str(dst))
+    scheme = ptq.Scheme(per_channel, form, reduce_range=False)
+    x = np.random.default_rng(0).standard_normal((4, 1, 16, 16)).astype(np.float32)
+    ranges = ptq.calibrate(src, x, algo="minmax", work=dst.parent, form=scheme.placement)
+    return onnx.load(str(ptq.quantize_onnx(src, dst, ranges, scheme, work=dst.parent)))
 
 
 @pytest.fixture(scope="session")
 def good(fp32_onnx):
-    return quantize(fp32_onnx, fp32_onnx.with_name("good.onnx"), extra=EXCLUDE_OUTPUTS)
+    return quantize(fp32_onnx, fp32_onnx.with_name("good.onnx"))
 
 
 def rules(violations):
@@ -95,9 +84,28 @@ def test_opset_above_target_and_per_axis_below_13(good):
     assert len(found) == 1 and "per-axis Q/DQ needs opset >= 13" in found[0].message
 
 
+def foreign_qdq(src, dst):
+    """A model from another tool, not edgecnn's quantizer: ONNX Runtime's quantize_static with its default
+    placement, symmetric int8 per channel (what a user may bring to compile for TensorRT)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"input": rng.standard_normal((1, 1, 16, 16)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True})
+    return onnx.load(str(dst))
+
+
 def test_ort_default_placement_splits_conv_and_relu(fp32_onnx):
-    """quantize_static's default symmetric QDQ puts Q/DQ between Conv and ReLU/Clip and quantizes biases."""
-    model = quantize(fp32_onnx, fp32_onnx.with_name("default.onnx"))
+    """quantize_static's default QDQ puts Q/DQ between Conv and ReLU/Clip and quantizes biases."""
+    model = foreign_qdq(fp32_onnx, fp32_onnx.with_name("default.onnx"))
     found = qdqlint.lint(model, 20)
     assert rules(found) == [("conv-bn-relu", "warning"), ("int8-only", "error")]
     bias_dqs = {n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and "bias" in n.input[0]}
@@ -109,15 +117,14 @@ def test_ort_default_placement_splits_conv_and_relu(fp32_onnx):
 
 
 def test_per_tensor_weights(fp32_onnx):
-    model = quantize(fp32_onnx, fp32_onnx.with_name("per_tensor.onnx"), per_channel=False, extra=EXCLUDE_OUTPUTS)
+    model = quantize(fp32_onnx, fp32_onnx.with_name("per_tensor.onnx"), per_channel=False)
     found = qdqlint.lint(model, 20)
     assert rules(found) == [("per-channel-weights", "warning")]
     assert sorted(v.node for v in found) == sorted(n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm"))
 
 
 def test_uint8_activations_are_not_symmetric(fp32_onnx):
-    model = quantize(fp32_onnx, fp32_onnx.with_name("uint8.onnx"), symmetric=False, activation="QUInt8",
-                     extra=EXCLUDE_OUTPUTS)
+    model = quantize(fp32_onnx, fp32_onnx.with_name("uint8.onnx"), form="onnxruntime")
     found = qdqlint.lint(model, 20)
     assert ("symmetric", "error") in rules(found)
     assert all("uint8 zero point" in v.message for v in found if v.rule == "symmetric")

@@ -57,6 +57,29 @@ def test_compile_applies_database_and_build_keeps_parity(tuned, lenet_onnx, tmp_
     assert summary["passed"] and summary["top1_agreement"] == 100.0
 
 
+def test_localisation_replays_the_tuned_build(tuned, lenet_onnx, lenet_run, tmp_path):
+    import onnx
+    import torch
+
+    from edgecnn.train import checkpoint
+
+    build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "build", tune_db=tuned)
+    model, spec = checkpoint.load(lenet_run)
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        first_conv.weight[0] += 0.5  # the trained model now differs from what the build computes at its first conv
+    checkpoint.save(tmp_path / "model.pt", model, spec)
+    man = manifest.read(build)
+    manifest.update(build, source={**man["source"], "checkpoint": str(tmp_path / "model.pt")})
+    with pytest.raises(verify.ParityError) as err:
+        verify.verify(build, "torch", data="test", limit=16)
+    loc = err.value.report["localization"]
+    assert loc["op"] == "Conv" and loc["node"] == next(n.name for n in onnx.load(str(lenet_onnx)).graph.node
+                                                       if n.op_type == "Conv")
+    assert loc["replay"]["options"]["tune_db"] == str(tuned.resolve()) == loc["replay"]["tuning"]["db"]
+    assert loc["replay"]["tuning"]["kernels_from_db"] > 0  # the rebuilt graph ran tuned schedules
+
+
 def edited_copy(db, tmp_path, edit):
     copy = tmp_path / "db"
     shutil.copytree(db, copy)

@@ -94,3 +94,119 @@ def test_bad_data_spec(lenet_onnx, tmp_path):
     build = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
     with pytest.raises(EdgecnnError, match="--data"):
         verify.verify(build, data="fashion-mnist:everything")
+
+
+# ---- non-finite values and missing outputs never pass ----
+
+def edited(src, dst, edit):
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def rename_output(model, new):
+    old = model.graph.output[0].name
+    producer = next(n for n in model.graph.node if old in n.output)
+    producer.output[list(producer.output).index(old)] = new
+    model.graph.output[0].name = new
+
+
+def append_sqrt(model):
+    """logits -> Sqrt(logits): NaN wherever a logit is negative."""
+    out = model.graph.output[0].name
+    rename_output(model, "before_sqrt")
+    model.graph.output[0].name = out
+    model.graph.node.append(onnx.helper.make_node("Sqrt", ["before_sqrt"], [out], name="nan_maker"))
+
+
+def claim_source(build, onnx_path):
+    """The build now says it was compiled from `onnx_path`: a build that computes something else."""
+    from edgecnn.compiler import manifest
+    from edgecnn.core.fileio import sha256
+
+    man = manifest.read(build)
+    manifest.update(build, source={**man["source"], "onnx": str(onnx_path), "onnx_sha256": sha256(onnx_path)})
+
+
+def test_nan_in_the_build_fails_naming_count_first_sample_and_node(lenet_onnx, tmp_path):
+    from edgecnn.backends.onnxruntime import OrtRunner
+    from edgecnn.compiler import manifest
+
+    src = edited(lenet_onnx, tmp_path / "nan.onnx", append_sqrt)
+    build = compiler.compile_model(src, "onnxruntime-cpu", out=tmp_path / "b")
+    with pytest.raises(verify.ParityError) as err:
+        verify.verify(build, "torch")
+    direct = OrtRunner(src).run(verify.load_inputs(manifest.read(build))[0])["logits"]
+    bad_rows = np.flatnonzero(np.isnan(direct).any(1))
+    nf = err.value.report["outputs"]["logits"]["nonfinite_candidate"]
+    assert nf["count"] == np.isnan(direct).sum() > 0 and nf["first_sample"] == bad_rows[0]
+    assert f"holds {nf['count']} non-finite value(s)" in str(err.value) and f"first in sample {bad_rows[0]}" in str(err.value)
+    loc = err.value.report["localization"]
+    assert (loc["node"], loc["op"], loc["nonfinite"]) == ("nan_maker", "Sqrt", "candidate")
+
+
+def test_nan_in_the_reference_is_a_reference_problem(lenet_onnx, tmp_path):
+    build = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
+    claim_source(build, edited(lenet_onnx, tmp_path / "nan.onnx", append_sqrt))
+    with pytest.raises(verify.ParityError, match="the reference output holds .* a reference problem") as err:
+        verify.verify(build, "onnxruntime", localize=False)
+    m = err.value.report["outputs"]["logits"]
+    assert "nonfinite_reference" in m and "nonfinite_candidate" not in m
+
+
+def test_missing_output_is_an_error_not_filled_in(lenet_onnx, tmp_path):
+    src = edited(lenet_onnx, tmp_path / "scores.onnx", lambda m: rename_output(m, "scores"))
+    build = compiler.compile_model(src, "onnxruntime-cpu", out=tmp_path / "b")
+    claim_source(build, lenet_onnx)
+    with pytest.raises(verify.ParityError, match="output 'scores' is missing from the reference") as err:
+        verify.verify(build, "onnxruntime", localize=False)
+    outputs = err.value.report["outputs"]
+    assert outputs == {"scores": {"error": "output 'scores' is missing from the reference (onnxruntime gives logits)"},
+                       "logits": {"error": "output 'logits' of the reference is missing from the build (it gives "
+                                           "scores)"}}
+
+
+# ---- localisation replays the tested build ----
+
+def test_localisation_replays_a_target_given_as_a_yaml_path(lenet_onnx, tmp_path):
+    import yaml
+    from conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "targets" / "host.yaml").read_text())
+    path = tmp_path / "edge-box.yaml"
+    path.write_text(yaml.safe_dump({**raw, "name": "edge-box", "description": "a YAML outside targets/"}))
+    bad_node = perturb(lenet_onnx, tmp_path / "perturbed.onnx")
+    build = compiler.compile_model(tmp_path / "perturbed.onnx", str(path), out=tmp_path / "b")
+    path.write_text("name: edge-box\nbackend: nothere\n")  # edited since: the recorded target is the tested one
+    with pytest.raises(verify.ParityError) as err:
+        verify.verify(build, "torch")
+    loc = err.value.report["localization"]
+    assert loc["node"] == bad_node and loc["replay"]["target"] == "edge-box"
+
+
+# ---- int8: decisive agreement ----
+
+def scale_conv_weights(model, conv_index: int, factor: float = 1.5) -> str:
+    """One Q/DQ conv's weights times `factor` (its weight DequantizeLinear scale); returns the conv's name."""
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][conv_index]
+    dq = next(n for n in model.graph.node if conv.input[1] in n.output)
+    scale = next(i for i in model.graph.initializer if i.name == dq.input[1])
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(factor), scale.name))
+    return conv.name
+
+
+@pytest.mark.parametrize("target", ["onnxruntime-cpu", "host"])
+def test_int8_decisive_agreement_passes_a_good_build_and_fails_a_scaled_conv(lenet_int8, tmp_path, target):
+    src = lenet_int8[1] / "model.int8.onnx"
+    good = verify.verify(compiler.compile_model(src, target, "int8", tmp_path / "good"), data="random", limit=1000)
+    m = good["outputs"]["logits"]
+    assert m["decisive_agreement"] == 100.0 and m["margin_bound"] > 0 and m["decisive_share"] > 90
+    assert "decisive samples" in verify.decisive_line(good)
+    names = []
+    scaled = edited(src, tmp_path / "scaled.onnx", lambda model: names.append(scale_conv_weights(model, 1)))
+    build = compiler.compile_model(scaled, target, "int8", tmp_path / "b")
+    claim_source(build, src)  # the build computes that conv 1.5x too large: what a miscompiled conv does
+    with pytest.raises(verify.ParityError, match="decisive top-1 agreement") as err:
+        verify.verify(build, data="random", limit=1000)
+    assert err.value.report["localization"]["node"] == names[0]

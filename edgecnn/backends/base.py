@@ -107,6 +107,7 @@ class QdqForm:
     op_types: tuple[str, ...] | None  # quantize only these ops' inputs (None: all ONNX Runtime quantizes)
     options: dict = field(default_factory=dict)  # extra_options of quantize_static
     strict: bool = False  # a lint error refuses the model (the runtime would refuse or miscompute it)
+    reduce_range: bool = False  # 7-bit weights (quantize_static's reduce_range): the runtime's advice for this CPU
 
 
 class Backend:
@@ -140,6 +141,10 @@ class Backend:
         """A picklable loader of the build's runner on a board of a TVM RPC tracker (bench --rpc)."""
         raise EdgecnnError(f"--rpc runs builds on the boards of a TVM RPC tracker; {build_dir} is a {self.name} "
                            "build, which runs where it is loaded")
+
+    def notes(self, build_dir, manifest: dict) -> list[str]:
+        """What verify should tell about how this machine runs the build (a known deviation of its kernels)."""
+        return []
 
     def lint_qdq(self, model) -> list:
         """This backend's rules for a Q/DQ model: violations (str() names the rule and node; .severity)."""

@@ -2,16 +2,25 @@
 
     torch        the trained checkpoint the manifest records, run by PyTorch
     onnxruntime  the source ONNX (or the build's copy), run by ONNX Runtime fully optimised
-    fakequant    the build's Q/DQ graph run op by op, unfused: the ONNX semantics of int8
+    fakequant    the source Q/DQ graph (or the build's copy) run op by op, unfused: the ONNX semantics of
+                 int8, the same on every CPU (no int8 kernel runs)
+
+A fakequant reference has twins (`twins`): the same graph run by ONNX Runtime with its float optimisations,
+which change the numbers without being wrong: the basic level folds each float conv bias onto the int32
+grid (its WeightBiasQuantization), the full level without int8 kernels runs other float kernels (NCHWc,
+fusions). verify measures on them how far such changes alone move the reference.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.image_model import MIN_OPSET
+from edgecnn.core.fileio import sha256
 
 AGAINST = ("torch", "onnxruntime", "fakequant")
+FAKEQUANT_LEVEL = "disable"  # op by op: no fusion into ONNX Runtime's CPU-dependent int8 kernels
+NO_INT8_KERNELS = {"session.disable_quant_qdq": "1"}  # keep Q/DQ as float ops at any optimisation level
 
 
 @dataclass
@@ -20,6 +29,7 @@ class Reference:
     onnx: Path | None  # the graph an ONNX Runtime reference runs (None for torch)
     level: str = "all"  # ONNX Runtime's graph optimisation level for it
     checkpoint: Path | None = None  # the checkpoint a torch reference runs
+    config: dict = field(default_factory=dict)  # ONNX Runtime session config entries
 
 
 def default_against(precision: str, man: dict | None = None) -> str:
@@ -30,6 +40,16 @@ def default_against(precision: str, man: dict | None = None) -> str:
     return "torch" if man is None or (man.get("source") or {}).get("checkpoint") else "onnxruntime"
 
 
+def source_graph(build_dir: Path, man: dict) -> Path:
+    """The ONNX the build was compiled from when it is still there unchanged and ONNX Runtime runs its opset,
+    else the build's copy."""
+    src = man.get("source", {})
+    path = Path(src.get("onnx") or build_dir / "model.onnx")
+    if path.is_file() and src.get("opset", MIN_OPSET) >= MIN_OPSET and src.get("onnx_sha256") in (None, sha256(path)):
+        return path
+    return build_dir / "model.onnx"
+
+
 def reference(build_dir: str | Path, man: dict, against: str | None = None) -> Reference:
     """The reference of a build for `against` (default: by the build's precision)."""
     build_dir = Path(build_dir)
@@ -37,14 +57,19 @@ def reference(build_dir: str | Path, man: dict, against: str | None = None) -> R
     if against == "torch":
         path = man.get("source", {}).get("checkpoint")
         return Reference(against, None, checkpoint=Path(path) if path else None)
-    if against == "onnxruntime":  # the source itself, unless ONNX Runtime cannot run its opset
-        source = man.get("source", {})
-        src = Path(source.get("onnx") or build_dir / "model.onnx")
-        runs = src.exists() and source.get("opset", MIN_OPSET) >= MIN_OPSET
-        return Reference(against, src if runs else build_dir / "model.onnx")
+    if against == "onnxruntime":
+        return Reference(against, source_graph(build_dir, man))
     if against == "fakequant":
-        return Reference(against, build_dir / "model.onnx", level="disable")
+        return Reference(against, source_graph(build_dir, man), level=FAKEQUANT_LEVEL)
     raise EdgecnnError(f"--against {against}: use {', '.join(AGAINST)}")
+
+
+def twins(ref: Reference) -> list[Reference]:
+    """Float-equivalent executions of a fakequant reference (no int8 kernel in any), else []."""
+    if ref.against != "fakequant":
+        return []
+    return [Reference(ref.against, ref.onnx, level="basic"),
+            Reference(ref.against, ref.onnx, level="all", config=dict(NO_INT8_KERNELS))]
 
 
 def load(ref: Reference, *, threads: int | None = None):
@@ -56,15 +81,24 @@ def load(ref: Reference, *, threads: int | None = None):
             raise EdgecnnError(f"no checkpoint recorded for this model (looked for {ref.checkpoint}): "
                                "use --against onnxruntime, or export from a RUN_DIR")
         return TorchRunner(ref.checkpoint, threads)
+    return load_graph(ref, ref.onnx, threads=threads)
+
+
+def load_graph(ref: Reference, onnx_path: str | Path, *, threads: int | None = None):
+    """ONNX Runtime on `onnx_path` run as the reference runs its graph (localisation's marked copy)."""
     from edgecnn.backends.onnxruntime import OrtRunner
 
-    return OrtRunner(ref.onnx, threads or 0, level=ref.level)
+    return OrtRunner(onnx_path, threads or 0, level=ref.level, config=ref.config)
 
 
 def load_for(build_dir: str | Path, man: dict, against: str | None = None, *, threads: int | None = None):
     """reference() then load(): the runner a build is compared with (at the build's input shape, where the
     source leaves it dynamic)."""
-    runner = load(reference(build_dir, man, against), threads=threads)
+    return fit_input(load(reference(build_dir, man, against), threads=threads), man)
+
+
+def fit_input(runner, man: dict):
+    """The runner at the build's input shape, where the reference's graph leaves it dynamic."""
     if runner.input_shape is None:
         runner.input_shape = list(man["input"]["shape"][1:])
     return runner

@@ -22,6 +22,9 @@ from edgecnn.core.progress import console
 @click.option("--form", type=click.Choice(sorted(qdq_forms())), default=DEFAULT_QDQ_FORM, show_default=True,
               help="Q/DQ form: TensorRT's rules (runs everywhere), or ONNX Runtime's CPU recipe (fast on ORT CPU, "
                    "refused by TensorRT)")
+@click.option("--reduce-range/--full-range", default=None,
+              help="7-bit weights, ONNX Runtime's advice for x86 CPUs without VNNI (default: on for the onnxruntime "
+                   "form where this CPU lacks VNNI)")
 @click.option("--skip", multiple=True, metavar="LAYER", help="keep a layer (or module prefix) in fp32; repeatable")
 @click.option("--auto", is_flag=True, help="keep the most sensitive layers in fp32 until the drop <= --max-drop")
 @click.option("--max-drop", type=float, default=0.5, show_default=True, help="--auto target, top-1 points")
@@ -34,8 +37,8 @@ from edgecnn.core.progress import console
 @click.option("--limit", type=int, default=None, help="first N test (and QAT train) images: a quick trial")
 @click.option("--out", default=None, help="output folder (default RUN_DIR, or MODEL.onnx's folder)")
 @model_facts
-def quantize_cmd(run_dir, *, method, calib, calib_images, data, algo, per_channel, form, skip, auto, max_drop,
-                 sensitivity, epochs, lr, fp16_io, opset, limit, out, **facts):
+def quantize_cmd(run_dir, *, method, calib, calib_images, data, algo, per_channel, form, reduce_range, skip, auto,
+                 max_drop, sensitivity, epochs, lr, fp16_io, opset, limit, out, **facts):
     """Quantize a trained RUN_DIR, or an ONNX from elsewhere with --calib DIR: model.int8.onnx (Q/DQ for
     TensorRT, ONNX Runtime, TVM) or model.fp16.onnx, with fp32 vs quantized top-1 and per-layer sensitivity
     (quant.json, quant-sensitivity.png; STEM.int8.onnx, STEM.quant.json for STEM.onnx)."""
@@ -45,13 +48,15 @@ def quantize_cmd(run_dir, *, method, calib, calib_images, data, algo, per_channe
 
     folder = None if calib.isdigit() else calib
     rep = quantize(run_dir, out, method=method, calib=calib_images if folder else int(calib), calib_dir=folder,
-                   data=data, given=given(facts), algo=algo, per_channel=per_channel, form=form, skip=list(skip), auto=auto,
-                   max_drop=max_drop, sensitivity=sensitivity, epochs=epochs, lr=lr, keep_io_fp32=not fp16_io,
-                   opset=opset, limit=limit)
+                   data=data, given=given(facts), algo=algo, per_channel=per_channel, form=form,
+                   reduce_range=reduce_range, skip=list(skip), auto=auto,
     console.print(report.accuracy_table(rep))
     sens = report.sensitivity_table(rep)
     if sens is not None:
         console.print(sens)
+    if rep["config"].get("reduce_range"):
+        console.print("weights in 7 bits (reduce_range): ONNX Runtime's advice for x86 CPUs without VNNI, whose "
+                      "u8 x s8 kernels saturate")
     if rep.get("note"):
         console.print(rep["note"])
     lint = rep.get("tensorrt_lint") or []

@@ -21,7 +21,6 @@ def verify_cmd(build_dir, *, against, data, limit, report, atol, min_cosine, min
     """Check a build computes what the trained model computes (parity vs a reference)."""
     from edgecnn import verify
     from edgecnn.core.errors import EdgecnnError
-    from edgecnn.verify import tables
 
     if ops:
         from edgecnn.verify import opcheck
@@ -35,8 +34,16 @@ def verify_cmd(build_dir, *, against, data, limit, report, atol, min_cosine, min
                                localize=not no_localize, max_abs=atol, min_cosine=min_cosine,
                                min_agreement=min_agreement)
     except verify.ParityError as e:
-        console.print(tables.parity_table(e.report))
+        print_report(e.report)
         raise
-    console.print(tables.parity_table(result))
-    if verify.fp32_line(result):
-        console.print(verify.fp32_line(result))
+    print_report(result)
+
+
+def print_report(report: dict) -> None:
+    from edgecnn import verify
+    from edgecnn.verify import tables
+
+    console.print(tables.parity_table(report))
+    for line in (verify.decisive_line(report), verify.fp32_line(report), *report.get("notes", [])):
+        if line:
+            console.print(line, markup=False, highlight=False)

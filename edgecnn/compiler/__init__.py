@@ -12,6 +12,8 @@ from edgecnn.core import image_model, onnx_utils
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, sha256
 
+PATH_OPTIONS = ("tune_db",)  # options that name a file or folder: recorded as absolute paths
+
 
 def with_batch(facts: dict, batch: int | None) -> tuple[dict, list[dict]]:
     """The build's input and outputs for the manifest, with the batch fixed to `batch` (None: dynamic)."""
@@ -52,7 +54,20 @@ def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: s
         "model": facts["model"], "recipe": meta.get("recipe"), "labels": facts["labels"], "input": inp,
         "outputs": outs, "data": meta.get("data"), "target": tgt.raw, "backend": tgt.backend, "precision": precision,
         "artifact": artifact, "source": source(onnx_path, model, meta, changes=changes, data_files=data_files),
-        "options": {k: str(v) for k, v in opts.items() if v is not None}})
+        "quantization": meta.get("quantization"), "options": recorded_options(opts)})
+
+
+def recorded_options(opts: dict) -> dict:
+    """Compile options as the manifest keeps them for a replay (localisation): JSON values, paths absolute."""
+    out = {}
+    for key, value in opts.items():
+        if isinstance(value, Path) or key in PATH_OPTIONS and isinstance(value, str):
+            value = str(Path(value).resolve())
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def source(onnx_path: Path, model, meta: dict, *, changes: list[str], data_files: list[str]) -> dict:

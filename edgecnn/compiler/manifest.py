@@ -6,10 +6,17 @@ import platform
 from pathlib import Path
 
 from edgecnn.backends import tool_versions
+from edgecnn.compiler.targets import PRECISIONS
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256, write_json
 
 FORMAT, VERSION = "edgecnn.build", 1
+# what every reader of a manifest relies on: key -> type (a hand-edited manifest is checked against it)
+SCHEMA = {"precision": str, "backend": str, "target": dict, "artifact": dict, "input": dict, "outputs": list,
+          "files": dict}
+NESTED = {("target", "name"): str, ("artifact", "file"): str, ("input", "shape"): list}
+
+
 def file_hashes(build_dir: Path) -> dict:
     return {str(p.relative_to(build_dir)): sha256(p) for p in sorted(build_dir.rglob("*"))
             if p.is_file() and p.name != "manifest.json"}
@@ -47,6 +54,7 @@ def read(build_dir: str | Path, check_files: bool = True) -> dict:
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise EdgecnnError(f"{path}: unsupported manifest {manifest.get('format')} v{manifest.get('version')} "
                            f"(this edgecnn reads {FORMAT} v{VERSION})")
+    check_schema(manifest, path)
     if check_files:
         for name, digest in manifest.get("files", {}).items():
             f = build_dir / name
@@ -54,3 +62,21 @@ def read(build_dir: str | Path, check_files: bool = True) -> dict:
                 raise EdgecnnError(f"{f}: missing or sha256 mismatch with manifest.json: the build was "
                                    "modified or is incomplete; recompile it")
     return manifest
+
+
+def check_schema(manifest: dict, path: Path) -> None:
+    """One line naming the first missing or mistyped key of a (hand-edited) manifest."""
+    fix = "the manifest was edited by hand or is damaged: recompile the build"
+    if not isinstance(manifest, dict):
+        raise EdgecnnError(f"{path}: a manifest is a JSON object, this is a {type(manifest).__name__}: {fix}")
+    checks = [((key,), want, manifest.get(key)) for key, want in SCHEMA.items()]
+    checks += [((a, b), want, manifest[a].get(b)) for (a, b), want in NESTED.items() if isinstance(manifest.get(a), dict)]
+    for keys, want, value in checks:
+        name = ".".join(keys)
+        if value is None:
+            raise EdgecnnError(f"{path}: '{name}' is missing: {fix}")
+        if not isinstance(value, want):
+            raise EdgecnnError(f"{path}: '{name}' should be a {want.__name__}, not {type(value).__name__} "
+                               f"({json.dumps(value)[:40]}): {fix}")
+    if manifest["precision"] not in PRECISIONS:
+        raise EdgecnnError(f"{path}: precision '{manifest['precision']}' is not one of {', '.join(PRECISIONS)}: {fix}")

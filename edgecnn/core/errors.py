@@ -5,6 +5,11 @@ class EdgecnnError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
 
 
+class Unsupported(EdgecnnError):
+    """A backend has no implementation of an operator in the model (or of its attributes or types); other
+    EdgecnnErrors from a backend are refusals with a reason (a rule, a precision, a device)."""
+
+
 class MissingDependency(EdgecnnError):
     """A package is not installed: `extra` names edgecnn's optional extra that brings it, else pip installs it."""
 

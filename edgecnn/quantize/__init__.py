@@ -34,6 +34,7 @@ class Options:
     algo: str = "minmax"  # minmax | percentile | entropy | mse
     per_channel: bool = True  # weight scales per output channel (False: one per tensor)
     form: str = DEFAULT_QDQ_FORM  # Q/DQ form, named after the backend it is for (edgecnn.backends.qdq_forms)
+    reduce_range: bool | None = None  # 7-bit weights; None: where the form's backend needs it on this CPU
     skip: list = field(default_factory=list)  # layers (or module prefixes) kept in fp32
     auto: bool = False  # keep the most sensitive layers in fp32 until the val drop <= max_drop
     max_drop: float = 0.5  # --auto target, top-1 points
@@ -109,6 +110,7 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> d
                "accuracy": {"data": test.described, "fp32": accuracy(job.base, test.labels)}}
         final, parts = fp16(job, work / names["onnx"]) if opts.method == "fp16" else int8(job, names["onnx"])
         rep["config"]["fp32_layers"] = parts.pop("fp32_layers", [])
+        rep["config"]["reduce_range"] = parts.pop("reduce_range", False)
         rep["accuracy"].update(parts.pop("accuracy", {}))
         rep.update(parts)
         rep["accuracy"].update(finish(final, job, precision, rep["config"]))
@@ -198,9 +200,10 @@ def int8(job: Job, name: str = "model.int8.onnx") -> tuple[Path, dict]:
     skip = ptq.select(layers, opts.skip)
     if len(skip) == len(layers):
         raise EdgecnnError("--skip keeps every layer in fp32: nothing left to quantize")
-    scheme = ptq.Scheme(opts.per_channel, opts.form)
+    scheme = ptq.Scheme(opts.per_channel, opts.form, opts.reduce_range)
     ranges = ptq.calibrate(job.fp32, calib.x, algo=opts.algo, work=work, form=scheme.placement)
-    parts = {"calibration": {"data": calib.described, "images": len(calib), "tensors": len(ranges)}}
+    parts = {"calibration": {"data": calib.described, "images": len(calib), "tensors": len(ranges)},
+             "reduce_range": scheme.reduced}
     holdout = held_out(job, len(calib))
     if holdout is not None:
         parts["sensitivity"] = sensitivity.measure(job.fp32, ranges, layers, holdout, scheme=scheme, work=work)
@@ -270,8 +273,8 @@ def run_qat(job: Job, ranges: dict, skip: list) -> tuple[Path, dict]:
     missing = set(ranges) - {o for n in onnx.load(str(qat_fp32)).graph.node for o in [*n.input, *n.output]}
     if missing:
         raise EdgecnnError(f"the QAT export renamed tensors ({sorted(missing)[0]}, ...): report this model")
-    path = ptq.quantize_onnx(qat_fp32, work / "qat.onnx", ranges, ptq.Scheme(opts.per_channel), exclude=skip,
-                             work=work)
+    scheme = ptq.Scheme(opts.per_channel, opts.form, opts.reduce_range)
+    path = ptq.quantize_onnx(qat_fp32, work / "qat.onnx", ranges, scheme, exclude=skip, work=work)
     with torch.inference_mode():
         fq = gm(torch.from_numpy(job.test.x[:1000])).numpy()
     return path, {"epochs": opts.epochs, "lr": lr, "history": history,
@@ -286,7 +289,8 @@ def finish(path: Path, job: Job, precision: str, config: dict) -> dict:
 
     model = onnx.load(str(path))
     facts = onnx_utils.read_meta(onnx.load(str(job.fp32), load_external_data=False))
-    quant = {k: config[k] for k in ("method", "algo", "per_channel", "form", "calib", "opset", "fp32_layers")}
+    quant = {k: config[k] for k in ("method", "algo", "per_channel", "form", "reduce_range", "calib", "opset",
+                                    "fp32_layers")}
     onnx_utils.write_meta(model, {**facts, "precision": precision, "quantization": quant})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

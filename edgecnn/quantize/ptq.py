@@ -36,10 +36,15 @@ ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entrop
 class Scheme:
     per_channel: bool = True  # weight scales per output channel, else one per tensor
     form: str = DEFAULT_QDQ_FORM  # a backend's Q/DQ placement (edgecnn.backends.qdq_forms)
+    reduce_range: bool | None = None  # 7-bit weights; None: as the form's backend advises for this CPU
 
     @property
     def placement(self) -> QdqForm:
         return qdq_form(self.form)
+
+    @property
+    def reduced(self) -> bool:
+        return self.placement.reduce_range if self.reduce_range is None else self.reduce_range
 
 
 @dataclass
@@ -172,7 +177,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, ranges: dict, scheme: Scheme 
     with quiet():
         quantize_static(str(fp32_path), str(out_path), None, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8 if form.symmetric else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=scheme.per_channel,
+                        weight_type=QuantType.QInt8, per_channel=scheme.per_channel, reduce_range=scheme.reduced,
                         op_types_to_quantize=list(form.op_types) if form.op_types else None,
                         nodes_to_quantize=[lay.node for lay in only] if only is not None else None,
                         nodes_to_exclude=[lay.node for lay in exclude], calibrate_method=CalibrationMethod.MinMax,

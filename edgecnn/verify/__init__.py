@@ -1,6 +1,7 @@
 """edgecnn verify: run a build and a reference on the same inputs, compare every output.
 
     compare.py   the comparators (parity metrics and tolerances)
+    noise.py     how far float rounding alone moves an int8 reference (the decisive-agreement bound)
     localize.py  the first node whose output diverges, on a failure
     opcheck.py   the operator coverage matrix
     tables.py    the parity table
@@ -18,7 +19,7 @@ from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import write_json
 from edgecnn.core.progress import progress_bar
 from edgecnn.data import load_images, preprocess, relabel
-from edgecnn.verify import compare
+from edgecnn.verify import compare, noise as noise_bound
 
 CHUNK = 256
 
@@ -83,15 +84,52 @@ def versus_fp32(build_dir: Path, man: dict, x: np.ndarray, *, labels, got: dict)
     return {"against": what, **m}
 
 
-def run_both(candidate, ref, x: np.ndarray, what: str) -> tuple[dict, dict]:
-    """(candidate outputs, reference outputs) on the same inputs, with one progress bar."""
+def run_all(runners: list, x: np.ndarray, what: str) -> list[dict]:
+    """The outputs of each runner on the same inputs, with one progress bar."""
     with progress_bar() as bar:
-        task = bar.add_task(f"verify {what}", total=2 * len(x), info="")
+        task = bar.add_task(f"verify {what}", total=len(runners) * len(x), info="")
 
         def advance(n):
             bar.update(task, advance=n)
 
-        return run_batches(candidate.run, x, CHUNK, advance), run_batches(ref.run, x, CHUNK, advance)
+        return [run_batches(r.run, x, CHUNK, advance) for r in runners]
+
+
+def compare_outputs(got: dict, want: dict, labels, *, noise: list[dict], against: str, steps: dict) -> dict:
+    """Metrics per output name of either side; an output one side lacks is an error, never filled in."""
+    outputs = {}
+    for name in dict.fromkeys([*got, *want]):
+        if name not in want:
+            outputs[name] = {"error": f"output '{name}' is missing from the reference ({against} gives "
+                                      f"{', '.join(want)})"}
+        elif name not in got:
+            outputs[name] = {"error": f"output '{name}' of the reference is missing from the build (it gives "
+                                      f"{', '.join(got)})"}
+        else:
+            twins = [n[name] for n in noise if name in n]
+            outputs[name] = compare.compare_output(got[name], want[name], labels, noise=twins or None,
+                                                   step=steps.get(name, 0.0))
+    return outputs
+
+
+def output_steps(ref: reference.Reference, want: dict) -> dict:
+    """One output quantization step per output of the reference graph (verify/noise.py)."""
+    import onnx
+
+    model = onnx.load(str(ref.onnx))
+    return {name: noise_bound.output_step(model, name) for name in want}
+
+
+def run_references(build_dir: Path, man: dict, against: str, x: np.ndarray, *, described: str):
+    """(build outputs, reference outputs, [outputs of each twin of the reference], the reference used)."""
+    import contextlib
+
+    ref = reference.reference(build_dir, man, against)
+    with contextlib.ExitStack() as stack:
+        cand = stack.enter_context(backends.require(man["backend"]).load(build_dir, man))
+        runners = [stack.enter_context(reference.fit_input(reference.load(r), man)) for r in [ref, *reference.twins(ref)]]
+        got, want, *noise = (class_outputs(man, out) for out in run_all([cand, *runners], x, described))
+    return got, want, noise, ref
 
 
 def verify(build_dir: str | Path, against: str | None = None, *, data: str = "test", limit: int | None = None,
@@ -104,23 +142,31 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     against = against or reference.default_against(man["precision"], man)
     tol = compare.tolerance(man["precision"], **tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
-    with backends.require(man["backend"]).load(build_dir, man) as cand, \
-            reference.load_for(build_dir, man, against) as ref:
-        got, want = (class_outputs(man, out) for out in run_both(cand, ref, x, described))
-    outputs = {name: compare.compare_output(got[name], want.get(name, got[name] * np.nan), labels)
-               for name in got}
+    got, want, noise, ref = run_references(build_dir, man, against, x, described=described)
+    steps = output_steps(ref, want) if noise else {}
+    outputs = compare_outputs(got, want, labels, noise=noise, against=against, steps=steps)
     problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
     report = {"build": str(build_dir), "backend": man["backend"], "target": man["target"]["name"],
               "precision": man["precision"], "against": against, "data": described,
+              "reference": {"onnx": str(ref.onnx) if ref.onnx else None, "level": ref.level,
+                            "checkpoint": str(ref.checkpoint) if ref.checkpoint else None},
               "tolerance": asdict(tol), "outputs": outputs, "passed": not any(problems.values()),
               "failures": {k: v for k, v in problems.items() if v}}
+    notes = backends.get(man["backend"]).notes(build_dir, man)
+    if notes:
+        report["notes"] = notes
+    if noise:
+        report["noise"] = ("each logit may move by the larger of the noise spread (the largest logit difference "
+                           "between the reference's Q/DQ graph run op by op and run with ONNX Runtime's float "
+                           "optimisations, basic and full without int8 kernels) and one output quantization step; "
+                           "samples whose reference margin exceeds twice that are decisive")
     if man["precision"] == "int8" and against != "torch":
         report["fp32"] = versus_fp32(build_dir, man, x, labels=labels, got=got)
     if not report["passed"] and localize:
         from edgecnn.verify.localize import localize as find_divergence
 
-        name, m = next((k, outputs[k]) for k in report["failures"])
-        report["localization"] = find_divergence(build_dir, man, against, x[m.get("worst_sample", 0):][:1], tol=tol)
+        sample = failing_sample(outputs[next(iter(report["failures"]))])
+        report["localization"] = find_divergence(build_dir, man, against, x[sample:][:1], tol=tol)
     write_json(Path(report_path) if report_path else build_dir / "verify.json", report)
     manifest_mod.update(build_dir, verify=summary(report))
     if not report["passed"]:
@@ -128,10 +174,22 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     return report
 
 
+def failing_sample(m: dict) -> int:
+    """The sample localisation replays: the first non-finite one, else the first decisive disagreement, else
+    the one with the largest error."""
+    for nf in (m.get("nonfinite_candidate"), m.get("nonfinite_reference")):
+        if nf:
+            return nf["first_sample"]
+    if m.get("decisive_disagreements"):
+        return m["first_decisive_disagreement"]
+    return m.get("worst_sample", 0)
+
+
 def summary(report: dict) -> dict:
     """The part of a report a manifest or bundle carries."""
     first = next(iter(report["outputs"].values()))
-    keys = ("max_abs", "min_cosine", "top1_agreement", "top1_candidate", "top1_reference")
+    keys = ("max_abs", "min_cosine", "top1_agreement", "decisive_agreement", "decisive_samples", "margin_bound",
+            "top1_candidate", "top1_reference")
     fp32 = {k: v for k, v in (report.get("fp32") or {}).items() if k in (*keys, "top1_drop")}
     return {"passed": report["passed"], "against": report["against"], "data": report["data"],
             **{k: first[k] for k in keys if k in first}, **({"fp32": fp32} if fp32 else {})}
@@ -150,6 +208,17 @@ def fp32_line(report: dict) -> str | None:
         line += (f", top-1 {m['top1_reference']:.2f}% -> {m['top1_candidate']:.2f}% "
                  f"(drop {m['top1_drop']:.2f} points)")
     return line
+
+
+def decisive_line(report: dict) -> str | None:
+    """One line for int8: raw top-1 agreement and the agreement on the decisive samples."""
+    m = next((m for m in report["outputs"].values() if "decisive_samples" in m), None)
+    if m is None:
+        return None
+    return (f"top-1 agreement {m['top1_agreement']:.2f}% raw ({m['disagreements']} of {m['samples']} differ); "
+            f"{m['decisive_agreement']:.2f}% on the {m['decisive_samples']} decisive samples "
+            f"({m['decisive_share']:.1f}%: reference margin > {m['margin_bound']:.3g} = 2 x max(noise spread "
+            f"{m['noise_spread']:.3g} measured on the reference, output step {m['output_step']:.3g}))")
 
 
 def failure_message(report: dict) -> str:

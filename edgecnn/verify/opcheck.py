@@ -1,6 +1,7 @@
 """Operator coverage matrix: one tiny generated model per operator the model families use, exported to
-ONNX and checked on every available backend against PyTorch. An operator a backend cannot take is
-reported as unsupported, with the backend's reason."""
+ONNX and checked on every available backend against PyTorch. An operator a backend has no implementation
+of is reported as unsupported, a model the backend refuses for a stated reason (a rule, a device) as
+refused; both with the backend's words."""
 
 import tempfile
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch.nn as nn
 
 from edgecnn import backends, compiler
 from edgecnn.compiler import targets
-from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError, Unsupported
 
 ATOL = 1e-4
 
@@ -108,22 +109,26 @@ def export_op(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         return x.numpy(), module(x).numpy()
 
 
-def check(backend_name: str, onnx_path: Path, x: np.ndarray, want: np.ndarray, *, work: Path) -> dict:
+def check(backend_name: str, onnx_path: Path, x: np.ndarray, want: np.ndarray, *, work: Path,
+          target: str | None = None) -> dict:
+    """One operator on one backend (its matrix target unless `target` names another)."""
     backend = backends.get(backend_name)
-    target = targets.load(backend.matrix_target)
+    tgt = targets.load(target or backend.matrix_target)
     try:
-        built = compiler.build_into(work, onnx_path, target, "fp32", batch=x.shape[0])
+        built = compiler.build_into(work, onnx_path, tgt, "fp32", batch=x.shape[0])
         with backend.load(work, built) as r:
             got = next(iter(r.run(x).values()))
-    except EdgecnnError as e:
+    except Unsupported as e:
         return {"status": "unsupported", "detail": str(e)}
+    except EdgecnnError as e:
+        return {"status": "refused", "detail": str(e)}
     err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
     scale = max(1.0, float(np.abs(want).max()))
     return {"status": "pass" if err <= ATOL * scale else "FAIL", "max_abs": err}
 
 
 def run_matrix(ops=None, backend_names=None) -> dict:
-    """{op: {"onnx": [op types], backend: {"status": pass|FAIL|unsupported|unavailable, ...}}}."""
+    """{op: {"onnx": [op types], backend: {"status": pass|FAIL|unsupported|refused|unavailable, ...}}}."""
     import onnx
 
     names = backend_names or [n for n in backends.names() if backends.get(n).matrix_target]
@@ -153,13 +158,13 @@ def matrix_table(matrix: dict):
     t.add_column("ONNX ops")
     for b in names:
         t.add_column(b)
-    style = {"pass": "green", "FAIL": "red", "unsupported": "yellow", "unavailable": "dim"}
+    style = {"pass": "green", "FAIL": "red", "unsupported": "yellow", "refused": "magenta", "unavailable": "dim"}
     for op, row in matrix.items():
         cells = []
         for b in names:
             r = row[b]
             text = r["status"] + (f" {r['max_abs']:.1e}" if "max_abs" in r else "")
-            if r["status"] == "unsupported":
+            if r["status"] in ("unsupported", "refused"):
                 text += f": {r['detail'][:60]}"
             cells.append(f"[{style[r['status']]}]{text}[/]")
         t.add_row(op, " ".join(row["onnx"]), *cells)

@@ -9,7 +9,7 @@ from edgecnn.backends.tensorrt import compat, onnx as trt_onnx
 from edgecnn.backends.tensorrt.device import (dla_core_of, local_device, mismatch, require_trt, target_config,
                                               timing_cache_file, trt_logger)
 from edgecnn.core import onnx_utils
-from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError, Unsupported
 from edgecnn.core.fileio import atomic_file, write_json
 from edgecnn.core.progress import console, status
 
@@ -87,7 +87,7 @@ def serialize_engine(trt, onnx_path: Path, settings: dict, cache_path: Path) -> 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EdgecnnError(f"TensorRT {trt.__version__}'s ONNX parser refused {onnx_path.name}: {errors}")
+        raise Unsupported(f"TensorRT {trt.__version__}'s ONNX parser cannot take {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     compat.configure(trt, builder, config, settings)
     add_profile(builder, network, config, settings["profile"])

@@ -29,7 +29,9 @@ class TvmBackend(Backend):
     def available(self) -> str | None:
         return build.available()
 
-    def compile(self, onnx_path, target, precision, out_dir, *, batch: int | None = 1, tune_db=None, **opts) -> dict:
+    def compile(self, onnx_path, target, precision, out_dir, *, batch: int | None = 1, tune_db=None, db_model=None,
+                **opts) -> dict:
+        """db_model: the ONNX tune_db was tuned for, when onnx_path is a copy derived from it (localisation)."""
         options = target.options or {}
         cross = options.get("cross_compiler")
         build.check_cross_compiler(cross, target.name)
@@ -40,7 +42,8 @@ class TvmBackend(Backend):
         if tune_db:  # schedule parameters from edgecnn tune, checked against this model, target and CPU
             from edgecnn.backends.tvm import tune
 
-            params, tuning = tune.apply_db(spec, tune_db, onnx_path=onnx_path, target=target, batch=batch)
+            params, tuning = tune.apply_db(spec, tune_db, onnx_path=db_model or onnx_path, target=target,
+                                           batch=batch)
         mod, kernels = build.schedule(mod, spec, params)
         build.build(mod, spec, Path(out_dir) / "model.so", opt_level=options.get("opt_level", 3), cross_compiler=cross)
         artifact = {"file": "model.so", "tvm_target": spec, "batch": batch, **passes.graph_options(target),

@@ -4,7 +4,7 @@ its converters would misread an older form)."""
 from pathlib import Path
 
 from edgecnn.backends.tvm.build import require_tvm
-from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.errors import Unsupported
 
 
 def import_onnx(onnx_path: str | Path, batch: int | None = 1, input_shape: list | None = None):
@@ -27,7 +27,7 @@ def frontend_model(onnx_path: str | Path, batch: int | None = 1, input_shape: li
 
 
 def from_model(model, name: str):
-    """Relax IRModule of an ONNX model (weights as constants); EdgecnnError naming what the frontend refused."""
+    """Relax IRModule of an ONNX model (weights as constants); Unsupported naming what the frontend cannot read."""
     require_tvm()
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -35,7 +35,7 @@ def from_model(model, name: str):
         return from_onnx(model, keep_params_in_input=False)
     except Exception as e:  # the frontend raises many types for an unsupported op or attribute
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise EdgecnnError(f"TVM cannot import {name}: {type(e).__name__}: {detail} "
+        raise Unsupported(f"TVM cannot import {name}: {type(e).__name__}: {detail} "
                            "(edgecnn verify --ops shows what each backend takes; onnxruntime-cpu may)") from None
 
 
