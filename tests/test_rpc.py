@@ -44,25 +44,46 @@ def wait_for(check, procs, seconds=90.0):
     pytest.fail(f"the loopback device farm did not come up within {seconds:g} s")
 
 
+def stop(procs) -> None:
+    """Terminate the processes and everything they started (an RPC server forks a worker per session)."""
+    import psutil
+
+    for p in reversed(procs):
+        try:
+            family = [*psutil.Process(p.pid).children(recursive=True), psutil.Process(p.pid)]
+        except psutil.NoSuchProcess:
+            family = []
+        for q in family:
+            try:
+                q.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=20)
+        for q in family:
+            if q.is_running():
+                q.kill()
+        p.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def farm():
-    """A tracker and one RPC server registered as KEY, both python -m tvm.exec.* on free loopback ports."""
+    """A tracker and two RPC servers (the boards) registered as KEY, all python -m tvm.exec.* on free loopback
+    ports: (tracker HOST:PORT, first server's port, both servers' ports)."""
     import tvm
 
-    port, server_port = free_port(), free_port()
+    port, server_ports = free_port(), [free_port(), free_port()]
     tracker = start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end",
                     str(port + 1), "--silent")
     procs = [tracker]
     try:
         wait_for(lambda: rpc.probe_tracker("127.0.0.1", port, 1.0) is None, procs)
-        procs.append(start("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
-                           "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", KEY))
-        wait_for(lambda: rpc.board_keys(tvm.rpc.connect_tracker("127.0.0.1", port)).get(KEY), procs)
-        yield f"127.0.0.1:{port}", server_port
+        for server_port in server_ports:
+            procs.append(start("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+                               "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", KEY))
+        wait_for(lambda: rpc.count_boards(f"127.0.0.1:{port}", KEY, 1.0)["free"] == 2, procs)
+        yield f"127.0.0.1:{port}", server_ports[0], server_ports
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            p.wait(timeout=30)
+        stop(procs)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ Fixed-batch artifacts (TVM host builds are batch 1) are benched only at their ba
 need a build compiled for them (`edgecnn compile ... --batch N|dynamic`).
 """
 
+import contextlib
 import functools
 import os
 import pickle
@@ -64,10 +65,11 @@ def _memory(runner, rss_before: float | None, isolated: bool) -> dict:
     return {"peak_rss_mib": peak, "runner_rss_mib": added, "gpu_mib": system.gpu_mib(os.getpid())}
 
 
-def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
+def measure(name: str, load, plan: dict, isolated: bool = True, bar=None) -> dict:
     """Load one subject and time it at each batch size (runs inside the subject's own process).
 
-    plan: batches (None: the runner's own), warmup, runs or seconds."""
+    plan: batches (None: the runner's own), warmup, runs or seconds. bar: a progress bar to share (several
+    subjects timed at once), else its own."""
     from edgecnn.core.progress import progress_bar
 
     rss_before = system.proc_status_mib("VmRSS")
@@ -76,15 +78,17 @@ def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
         batches = plan["batches"] or [runner.batch or 1]
         _check_batches(runner, batches)
         results = {}
-        with progress_bar() as bar:
+        label = f"{name} on {runner.board}" if runner.board else name
+        with contextlib.nullcontext(bar) if bar else progress_bar() as bar:
             for b in batches:
-                task = bar.add_task(f"bench {name} batch {b}", total=runs, info="")
+                task = bar.add_task(f"bench {label} batch {b}", total=runs, info="")
                 x = np.random.default_rng(0).standard_normal((b, *runner.input_shape)).astype(np.float32)
                 ns = np.asarray(runner.time_runs(x, warmup=warmup, runs=runs, seconds=seconds,
                                                 tick=lambda: bar.advance(task)), np.int64)
                 results[str(b)] = {**stats(ns, b), "times_ms": [round(t / 1e6, 5) for t in ns.tolist()]}
                 bar.update(task, info=f"p50 {results[str(b)]['p50_ms']:.3f} ms")
-        return {"runner": runner.name, "batches": results, "memory": _memory(runner, rss_before, isolated)}
+        return {"runner": runner.name, **({"board": runner.board} if runner.board else {}), "batches": results,
+                "memory": _memory(runner, rss_before, isolated)}
 
 
 def _check_batches(runner, batches: list[int]) -> None:
@@ -154,16 +158,23 @@ def check_compare(names, backend: str) -> list[str]:
 
 
 def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: float, threads: int | None,
-                   compare) -> tuple:
-    """`edgecnn bench --rpc HOST:PORT [--key KEY]`: (the loader of the build on a board, what to call the board)."""
+                   compare, boards: int = 1) -> tuple:
+    """`edgecnn bench --rpc HOST:PORT [--key KEY] [--boards N]`: (the loader of the build on a board, what to
+    call the board); with boards > 1, checks that the key has that many boards."""
     if not address:
         raise EdgecnnError("--key names a board of an RPC tracker: give the tracker too (--rpc HOST:PORT)")
     if compare:
         raise EdgecnnError("--compare runs here and --rpc on the board: a ratio of two machines means little; "
                            "bench the references without --rpc")
     man = manifest_mod.read(build_dir, check_files=False)
-    load = backends.get(man["backend"]).remote(build_dir, address, key, timeout=timeout, threads=threads)
+    backend = backends.get(man["backend"])
+    load = backend.remote(build_dir, address, key, timeout=timeout, threads=threads)
     board = key or man["target"]["name"]  # the key a remote loader defaults to
+    if boards > 1:
+        from edgecnn.bench import farm
+
+        farm.check_boards(backend.boards(address, board, timeout=timeout), boards, board, address)
+        return load, f"{boards} '{board}' boards of the RPC tracker {address}"
     return load, f"board '{board}' of the RPC tracker {address}"
 
 
@@ -176,12 +187,13 @@ def ratios(results: dict, build: str) -> dict:
 
 def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: int = 10, runs: int | None = None,
           seconds: float | None = None, threads: int | None = None, compare=(), out: str | Path | None = None,
-          load=None, plot: bool = True, device: str | None = None) -> dict:
+          load=None, plot: bool = True, device: str | None = None, boards: int = 1) -> dict:
     """Benchmark a build (and `compare` backends on the same model); write JSON + plot, record in the manifest.
 
     load: optional picklable callable returning the build's runner (e.g. a remote device's); default: the
     build's backend on this machine. device: what `load` runs on when that is not this machine (the report's
-    cpu; this machine's facts go under system.host).
+    cpu; this machine's facts go under system.host). boards: time `load` on that many boards at once (each
+    call of a remote loader holds another board): the report's `boards` and `spread`, results = the first.
     """
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
@@ -194,7 +206,16 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
     if device:
         facts = {"cpu": device, "gpus": [], "remote": True, "host": facts}
     plan = {"batches": batches, "warmup": warmup, "runs": runs, "seconds": seconds}
-    results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
+    farm_report = {}
+    if boards > 1 and load is None:
+        raise EdgecnnError(f"--boards {boards} times {boards} boards of an RPC tracker: give --rpc HOST:PORT")
+    if boards > 1:
+        from edgecnn.bench import farm
+
+        farm_report = farm.measure_boards(backend, load, boards, plan, measure=measure)
+        results = {backend: farm_report["boards"][0]}
+    else:
+        results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
     plan["batches"] = batches = [int(b) for b in results[backend]["batches"]]
     for name in compare:
         results[name] = run_subject(name, functools.partial(load_reference, str(build_dir), name, threads), plan)
@@ -202,7 +223,7 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
               "precision": man["precision"], "model": man.get("model", {}).get("name"),
               "settings": {"batches": batches, "warmup": warmup, "runs": runs,
                            "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads},
-              "system": facts, "results": results, "ratios": ratios(results, backend)}
+              "system": facts, "results": results, "ratios": ratios(results, backend), **farm_report}
     out = Path(out) if out else build_dir / "bench.json"
     if plot:
         from edgecnn.bench.report import plot as draw
@@ -221,7 +242,7 @@ def summary(report: dict) -> dict:
 
     return {"settings": report["settings"], "cpu": report["system"]["cpu"], "gpus": report["system"]["gpus"],
             "backend": report["backend"], "results": {name: brief(r) for name, r in report["results"].items()},
-            "ratios": report["ratios"]}
+            "ratios": report["ratios"], **({"spread": report["spread"]} if "spread" in report else {})}
 
 
 def build_latency(bench_summary: dict | None, batch: int | None = None) -> dict | None:

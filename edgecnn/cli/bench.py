@@ -33,7 +33,9 @@ def int_list(value: str | None) -> list[int] | None:
 @click.option("--key", default=None, help="the board's tracker key (default: the build's target name)")
 @click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds to wait for the tracker")
-def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout):
+@click.option("--boards", type=click.IntRange(1), default=1, show_default=True,
+              help="with --rpc: time the build on this many boards of the key at once; each board and the spread")
+def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout, boards):
     """Measure a build's latency per batch size (mean, p50/p90/p99, min, stddev, throughput, memory)."""
     from edgecnn import bench
     from edgecnn.bench import report as benchreport
@@ -41,8 +43,9 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
     compare = [c.strip() for c in compare.split(",") if c.strip()]
     load = device = None
     if rpc or key:
-        load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare)
+        load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare,
+                                            boards=boards)
     report = bench.bench(build_dir, batches=int_list(batches), warmup=warmup, runs=runs, seconds=seconds,
-                         threads=threads, compare=compare, out=out, load=load, device=device)
-    console.print(benchreport.table(report))
+                         threads=threads, compare=compare, out=out, load=load, device=device, boards=boards)
+    console.print(benchreport.boards_table(report) if "boards" in report else benchreport.table(report))
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")

@@ -15,7 +15,8 @@ from edgecnn.core.progress import console
               help="most trials for one kernel (default twice the even share)")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="the batch to tune for")
 @click.option("--no-prepack", is_flag=True, help="keep the weights' layout (cpu_weight_prepack off)")
-@click.option("--rpc", default=None, metavar="HOST:PORT", help="measure on a board of this TVM RPC tracker")
+@click.option("--rpc", default=None, metavar="HOST:PORT", help="measure on the boards of this TVM RPC tracker "
+              "(every free board of the key at once)")
 @click.option("--key", default=None, help="the board's tracker key (with --rpc)")
 @click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds to wait for the tracker")
@@ -37,4 +38,7 @@ def tune_cmd(onnx_path, target, *, trials, db, per_task, batch, no_prepack, rpc,
     console.print(f"tuned {last['kernels']} kernels with {last['trials']} trials in {last['minutes']:.1f} min "
                   f"(kernel time estimate {last['estimate_ms']:.3f} ms); database {path} "
                   f"({record['trials']} trials in all)")
+    if last.get("boards"):
+        console.print(f"measured on {len(last['boards'])} '{key}' board(s): "
+                      + ", ".join(f"{b} ({n} candidates)" for b, n in last["boards"].items()))
     console.print(f"apply it: edgecnn compile {onnx_path} --target {target} --tune-db {path}")

@@ -78,23 +78,25 @@ def run_both(candidate, ref, x: np.ndarray, what: str) -> tuple[dict, dict]:
 
 
 def verify(build_dir: str | Path, against: str | None = None, *, data: str = "test", limit: int | None = None,
-           report_path: str | Path | None = None, localize: bool = True, **tol_overrides) -> dict:
+           report_path: str | Path | None = None, localize: bool = True, board: dict | None = None,
+           **tol_overrides) -> dict:
     """Return the parity report; raise ParityError (carrying the report) when a tolerance fails.
 
-    `against` defaults to torch, or to fakequant for int8 builds (which also get an fp32 comparison)."""
+    `against` defaults to torch, or to fakequant for int8 builds (which also get an fp32 comparison).
+    `board` ({"rpc": HOST:PORT, "key": KEY}) runs the build on a board of that RPC tracker, the reference here."""
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
     against = against or reference.default_against(man["precision"])
     tol = compare.tolerance(man["precision"], **tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
-    with backends.require(man["backend"]).load(build_dir, man) as cand, \
-            reference.load_for(build_dir, man, against) as ref:
+    with backends.load_runner(build_dir, man, board) as cand, reference.load_for(build_dir, man, against) as ref:
         got, want = run_both(cand, ref, x, described)
+        where = {"board": cand.board} if cand.board else {}
     outputs = {name: compare.compare_output(got[name], want.get(name, got[name] * np.nan), labels)
                for name in got}
     problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
     report = {"build": str(build_dir), "backend": man["backend"], "target": man["target"]["name"],
-              "precision": man["precision"], "against": against, "data": described,
+              "precision": man["precision"], "against": against, "data": described, **where,
               "tolerance": asdict(tol), "outputs": outputs, "passed": not any(problems.values()),
               "failures": {k: v for k, v in problems.items() if v}}
     if man["precision"] == "int8" and against != "torch":
@@ -103,7 +105,8 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
         from edgecnn.verify.localize import localize as find_divergence
 
         name, m = next((k, outputs[k]) for k in report["failures"])
-        report["localization"] = find_divergence(build_dir, man, against, x[m.get("worst_sample", 0):][:1], tol=tol)
+        report["localization"] = find_divergence(build_dir, man, against, x[m.get("worst_sample", 0):][:1], tol=tol,
+                                                 board=board)
     write_json(Path(report_path) if report_path else build_dir / "verify.json", report)
     manifest_mod.update(build_dir, verify=summary(report))
     if not report["passed"]:
@@ -117,7 +120,8 @@ def summary(report: dict) -> dict:
     keys = ("max_abs", "min_cosine", "top1_agreement", "top1_candidate", "top1_reference")
     fp32 = {k: v for k, v in (report.get("fp32") or {}).items() if k in (*keys, "top1_drop")}
     return {"passed": report["passed"], "against": report["against"], "data": report["data"],
-            **{k: first[k] for k in keys if k in first}, **({"fp32": fp32} if fp32 else {})}
+            **{k: first[k] for k in keys if k in first}, **({"fp32": fp32} if fp32 else {}),
+            **({"board": report["board"]} if report.get("board") else {})}
 
 
 def fp32_line(report: dict) -> str | None:

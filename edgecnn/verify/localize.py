@@ -46,7 +46,7 @@ def _reference_graph(man: dict, ref: reference.Reference, tmp: Path):
     return onnx.load(str(ref.onnx))
 
 
-def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path) -> dict:
+def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, board: dict | None = None) -> dict:
     import onnx
 
     path = tmp / "candidate.onnx"
@@ -55,11 +55,11 @@ def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path) -> dict:
     out_dir.mkdir()
     target = targets.load(man["target"]["name"])
     built = compiler.build_into(out_dir, path, target, man["precision"], batch=man["input"]["shape"][0])
-    with backends.require(man["backend"]).load(out_dir, built) as runner:
+    with backends.load_runner(out_dir, built, board) as runner:  # where the build ran: here or on the board
         return runner.run(x)
 
 
-def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, tol) -> dict:
+def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, tol, board: dict | None = None) -> dict:
     """First node whose output differs by more than tol.max_abs (scaled by the tensor's magnitude)."""
     import onnx
 
@@ -73,7 +73,7 @@ def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, t
         cand_graph = mark_all_outputs(onnx.load(str(build_dir / "model.onnx")))
         onnx.save(mark_all_outputs(_reference_graph(man, ref, tmp)), str(tmp / "reference-marked.onnx"))
         want = OrtRunner(tmp / "reference-marked.onnx", level=ref.level).run(x)
-        got = _run_candidate(man, cand_graph, x, tmp)
+        got = _run_candidate(man, cand_graph, x, tmp, board)
     checked = 0
     for node in cand_graph.graph.node:
         for name in node.output:

@@ -65,5 +65,10 @@ class TvmBackend(Backend):
 
         return rpc.loader(build_dir, address, key, timeout=timeout, threads=threads)
 
+    def boards(self, address: str, key: str, *, timeout: float = 10.0) -> dict:
+        from edgecnn.backends.tvm import rpc
+
+        return rpc.count_boards(address, key, timeout)
+
 
 backend = TvmBackend()

@@ -4,10 +4,13 @@ On a host both sides can reach:   python -m tvm.exec.rpc_tracker --host 0.0.0.0 
 On each board (TVM runtime only): python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4
 Then `edgecnn bench BUILD_DIR --rpc HOST:9190 --key rpi4` uploads the build's .so to a free board with
 that key, runs it there and times it with the board's own clock (TVM's time_evaluator), so network
-round trips are not in the numbers.
+round trips are not in the numbers. `--boards N` holds N boards at once and times them in parallel;
+`edgecnn verify --rpc` runs the parity check on a board; `edgecnn tune --rpc` measures candidates on every
+free board (tuning_runner).
 """
 
 import functools
+import shutil
 import socket
 import struct
 import sys
@@ -61,23 +64,99 @@ def board_keys(tracker) -> dict[str, int]:
     return keys
 
 
-def request_session(address: str, key: str, timeout: float = 10.0):
-    """An RPC session on a board registered as `key`; waits in the tracker's queue while all are busy."""
+def count_boards(address: str, key: str, timeout: float = 10.0) -> dict:
+    """{"registered": boards with `key`, "free": those not in a session now}; EdgecnnError if none has it."""
     tvm = require_tvm()
     host, port = parse_address(address)
     probe_tracker(host, port, timeout)
-    tracker = tvm.rpc.connect_tracker(host, port)
-    keys = board_keys(tracker)
-    if key not in keys:
+    summary = tvm.rpc.connect_tracker(host, port).summary()
+    registered = [info for info in summary["server_info"] if info.get("key", "").partition(":")[2] == key]
+    if not registered:
+        keys = {info["key"].partition(":")[2] for info in summary["server_info"] if ":" in info.get("key", "")}
         known = suggest(key, keys) if keys else "; no board is registered"
         raise EdgecnnError(f"no board with key '{key}' is registered with the tracker {host}:{port}{known}; on "
                            f"the board run: python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
-    if keys[key] == 0:
+    return {"registered": len(registered), "free": summary["queue_info"].get(key, {}).get("free", 0)}
+
+
+def _reserve(host: str, port: int, key: str, timeout: float) -> tuple[str, int, str]:
+    """The tracker's REQUEST (as TVM's TrackerSession.request), which also says which board it gave:
+    (board host, board port, match key); waits in the tracker's queue while every board is busy."""
+    from tvm.rpc import base
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
+            raise EdgecnnError(f"{host}:{port} is not a TVM RPC tracker (no tracker handshake): check the port")
+        sock.settimeout(None)
+        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
+        code, value = base.recvjson(sock)
+    if code != base.TrackerCode.SUCCESS:
+        raise EdgecnnError(f"the tracker {host}:{port} refused a '{key}' board: {value}")
+    return tuple(value)
+
+
+def request_board(address: str, key: str, timeout: float = 10.0, *, session_timeout: float = 0,
+                  quiet: bool = False) -> tuple:
+    """(an RPC session on a board registered as `key`, that board's HOST:PORT); while every board is busy it
+    waits in the tracker's queue. The session holds the board until it is dropped."""
+    tvm = require_tvm()
+    host, port = parse_address(address)
+    if count_boards(address, key, timeout)["free"] == 0 and not quiet:
         print(f"every '{key}' board is busy: waiting in the tracker's queue", file=sys.stderr)
     try:
-        return tracker.request(key, priority=1, session_timeout=0, max_retry=2)
-    except RuntimeError as e:
+        board_host, board_port, match = _reserve(host, port, key, timeout)
+        return tvm.rpc.connect(board_host, board_port, match, session_timeout), f"{board_host}:{board_port}"
+    except (OSError, RuntimeError) as e:  # the socket, or TVM's connect (several error types)
         raise EdgecnnError(f"the tracker {host}:{port} could not connect us to a '{key}' board: {e}") from None
+
+
+def request_session(address: str, key: str, timeout: float = 10.0):
+    """An RPC session on a board registered as `key` (request_board without the board's address)."""
+    return request_board(address, key, timeout)[0]
+
+
+def board_session(log: str | None, rpc_config):
+    """MetaSchedule RPCRunner's f_create_session (runs in its worker processes): a board from the tracker,
+    its HOST:PORT appended to `log`, one line per measured candidate."""
+    address = f"{rpc_config.tracker_host}:{rpc_config.tracker_port}"
+    session, board = request_board(address, rpc_config.tracker_key, rpc_config.session_timeout_sec,
+                                   session_timeout=rpc_config.session_timeout_sec, quiet=True)
+    if log:
+        with open(log, "a") as f:  # one short write per line: the workers' lines do not interleave
+            f.write(board + "\n")
+    return session
+
+
+def tuning_runner(address: str, key: str, *, evaluator, timeout: float = 10.0, log: str | Path | None = None,
+                  session_timeout: float = 120.0):
+    """MetaSchedule's RPCRunner with one worker per free board of `key` (so every free board measures
+    candidates at once); each session's board is logged to `log` (see boards_used)."""
+    from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
+
+    boards = count_boards(address, key, timeout)
+    host, port = parse_address(address)
+    config = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=session_timeout)
+    return RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=max(1, boards["free"]),
+                     f_create_session=functools.partial(board_session, str(log) if log else None))
+
+
+def boards_used(log: str | Path) -> dict[str, int]:
+    """{board HOST:PORT: candidates it measured} from a tuning_runner log."""
+    path = Path(log)
+    lines = path.read_text().split() if path.exists() else []
+    return {board: lines.count(board) for board in sorted(set(lines))}
+
+
+def collect_board_log(log: Path, into: Path) -> dict[str, int]:
+    """boards_used(log), the log moved into the folder `into` (a tuning database's logs/) and its own
+    temporary folder removed."""
+    used = boards_used(log)
+    into.mkdir(parents=True, exist_ok=True)
+    if log.exists():
+        shutil.move(log, into / log.name)
+    shutil.rmtree(log.parent, ignore_errors=True)
+    return used
 
 
 class RemoteRunner(VmRunner):
@@ -90,8 +169,8 @@ class RemoteRunner(VmRunner):
             raise EdgecnnError(f"--rpc runs TVM builds on boards; {build_dir} is a {man['backend']} build")
         art = man["artifact"]
         super().__init__([o["name"] for o in man["outputs"]], art.get("batch"), man["input"]["shape"][1:])
-        self.name = f"tvm on '{key}' via {address}"
-        self.session = request_session(address, key, timeout)
+        self.session, self.board = request_board(address, key, timeout)
+        self.name = f"tvm on '{key}' board {self.board} via {address}"
         if threads:
             self.session.get_function("runtime.config_threadpool")(1, threads)  # 1: all (big) cores
         device = self.session.cpu()

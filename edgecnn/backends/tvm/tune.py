@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,9 +135,9 @@ def measure_progress(bar, task, weights: list[float]):
     return Progress()
 
 
-def make_runner(spec: dict, rpc: str | None, key: str | None, timeout: float):
-    """LocalRunner on this machine, or MetaSchedule's RPCRunner on a board from the tracker."""
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner, RPCConfig, RPCRunner
+def make_runner(spec: dict, rpc: str | None, key: str | None, timeout: float, board_log: Path | None = None):
+    """LocalRunner on this machine, or MetaSchedule's RPCRunner on every free board of the key."""
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner
 
     evaluator = EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100)
     if not rpc:
@@ -149,10 +150,7 @@ def make_runner(spec: dict, rpc: str | None, key: str | None, timeout: float):
 
     if not key:
         raise EdgecnnError("--rpc needs --key: the key the board registered with the tracker")
-    host, port = rpc_mod.parse_address(rpc)
-    rpc_mod.request_session(rpc, key, timeout)  # fails now, with a clear message, if no such board
-    config = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=120)
-    return RPCRunner(rpc_config=config, evaluator_config=evaluator)
+    return rpc_mod.tuning_runner(rpc, key, evaluator=evaluator, timeout=timeout, log=board_log)
 
 
 def make_builder(spec: dict, cross_compiler: str | None, workers: int, recycle: int = 16):
@@ -267,7 +265,8 @@ def tune(onnx_path: str | Path, target: str, *, trials: int, db: str | Path | No
                            f"{previous['measured_on']}: tune into a new --db to change either")
     cross = (tgt.options or {}).get("cross_compiler")
     build.check_cross_compiler(cross, tgt.name)
-    runner = make_runner(spec, rpc, key, timeout)
+    board_log = Path(tempfile.mkdtemp(prefix="edgecnn-boards-")) / "boards.log" if rpc else None
+    runner = make_runner(spec, rpc, key, timeout, board_log)
     light_intrinsics((spec.get("mtriple") or "x86").split("-")[0])
     mod = passes.prepare(build.import_onnx(onnx_path, batch), tgt)
     mod = pre_tuning(mod, spec, prepack)
@@ -276,6 +275,10 @@ def tune(onnx_path: str | Path, target: str, *, trials: int, db: str | Path | No
             shutil.copytree(db, tmp, dirs_exist_ok=True)
         session = run_tuning(mod, spec, tmp, trials=trials, per_task=per_task, runner=runner,
                              builder=make_builder(spec, cross, os.cpu_count() or 1))
+        if board_log:  # which board measured how many candidates; the log goes to the database's logs/
+            from edgecnn.backends.tvm import rpc as rpc_mod
+
+            session["boards"] = rpc_mod.collect_board_log(board_log, tmp / "logs")
         sessions = [*(previous or {}).get("sessions", []), session]
         record = {"format": FORMAT, "version": VERSION, **want, "source": {"onnx": str(onnx_path.resolve())},
                   "cpu": host_cpu() if measured_on == "local" else {"board_key": key, "mcpu": spec.get("mcpu")},
