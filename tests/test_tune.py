@@ -111,11 +111,15 @@ def test_budget_gives_every_kernel_a_first_round():
 
 def test_tuning_measures_on_a_board_through_the_rpc_tracker(farm,  # noqa: F811
                                                              lenet_onnx, tmp_path):
-    """The loopback device farm of test_rpc: MetaSchedule's RPCRunner measures every candidate there."""
-    db, record = tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db", rpc=farm[0], key=KEY)
+    """The loopback device farm of test_rpc (two boards): MetaSchedule's RPCRunner measures every candidate
+    there, on both boards (one runner worker per free board), and the database's log says which."""
+    db, record = tune.tune(lenet_onnx, "host", trials=6, db=tmp_path / "db", rpc=farm[0], key=KEY)
     assert record["measured_on"] == {"rpc": farm[0], "key": KEY} and record["cpu"]["board_key"] == KEY
     session = record["sessions"][0]
-    assert session["trials"] == 4 and session["failed"] == 0 and session["estimate_ms"] > 0
+    assert session["trials"] == 6 and session["failed"] == 0 and session["estimate_ms"] > 0
+    assert set(session["boards"]) == {f"127.0.0.1:{p}" for p in farm[2]} and sum(session["boards"].values()) == 6
+    assert sorted((db / "logs" / "boards.log").read_text().split()) == sorted(
+        b for b, n in session["boards"].items() for _ in range(n))
     with pytest.raises(EdgecnnError, match=f"no board with key '{KEY}x'"):
         tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
     assert not (tmp_path / "db2").exists()

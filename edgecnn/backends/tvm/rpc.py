@@ -190,6 +190,16 @@ class RemoteRunner(VmRunner):
                                f"{target.get('mtriple', 'this host')} {target.get('mcpu', '')}: {reason} "
                                "(compile for the board's target, e.g. --target rpi4)") from None
 
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        # the stateful calls: a tuple of outputs stays on the board as one remote object (a plain call returns
+        # it unreadable), so read it field by field. Not VirtualMachine.get_outputs: its recursive closure
+        # is a reference cycle holding the VM, and so the session and the board, until a garbage collection.
+        self.vm.set_input("main", self.tvm.runtime.tensor(x, self.device))
+        self.vm.invoke_stateful("main")
+        arity, get = self.vm.module["get_output_arity"]("main"), self.vm.module["get_output"]
+        outs = [get("main")] if arity == -1 else [get("main", i) for i in range(arity)]
+        return {n: o.numpy() for n, o in zip(self.output_names, outs)}
+
     def time_runs(self, x: np.ndarray, *, warmup: int, runs: int | None, seconds: float | None,
                   tick=None) -> np.ndarray:
         """Per-run latencies in ns measured on the board: `runs` runs, else as many as fit in `seconds`."""
