@@ -65,7 +65,7 @@ def _memory(runner, rss_before: float | None, isolated: bool) -> dict:
     return {"peak_rss_mib": peak, "runner_rss_mib": added, "gpu_mib": system.gpu_mib(os.getpid())}
 
 
-def measure(name: str, load, plan: dict, isolated: bool = True, bar=None) -> dict:
+def measure(name: str, load, plan: dict, isolated: bool = True, *, bar=None) -> dict:
     """Load one subject and time it at each batch size (runs inside the subject's own process).
 
     plan: batches (None: the runner's own), warmup, runs or seconds. bar: a progress bar to share (several

@@ -48,7 +48,7 @@ def measure_boards(name: str, load, n: int, plan: dict, *, measure) -> dict:
             raise EdgecnnError(f"the tracker gave {len(held)} different boards for {n} sessions: cannot bench "
                                f"{n} boards at once")
         with progress_bar() as bar, concurrent.futures.ThreadPoolExecutor(n) as pool:
-            jobs = [pool.submit(measure, name, lambda r=r: r, plan, False, bar) for r in runners]
+            jobs = [pool.submit(measure, name, lambda r=r: r, plan, False, bar=bar) for r in runners]
             results = [job.result() for job in jobs]
     finally:
         for r in runners:

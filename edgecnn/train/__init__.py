@@ -150,7 +150,7 @@ def _run(resolved: dict, out, world: distributed.World, *, limit: int | None, st
     model, spec, history = fit(recipe, data, world, epochs, out=out, run=run, state=state)
     if not world.main:
         return None
-    metrics = _metrics(recipe, data, model, history, world, run)
+    metrics = _metrics(recipe, data, model, history, world=world, run=run)
     with atomic_dir(out) as tmp:
         checkpoint.save(tmp / "model.pt", model, spec)
         (tmp / "recipe.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -160,7 +160,7 @@ def _run(resolved: dict, out, world: distributed.World, *, limit: int | None, st
     return metrics
 
 
-def _metrics(recipe, data: Data, model, history: list[dict], world: distributed.World, run: dict) -> dict:
+def _metrics(recipe, data: Data, model, history: list[dict], *, world: distributed.World, run: dict) -> dict:
     test = engine.evaluate(model, data.test, recipe.data.mean, recipe.data.std, device=torch.device("cpu"))
     batch, _ = distributed.rank_batch(recipe.schedule.batch_size, 0.0, recipe.distributed, world.size)
     return {"recipe": recipe.name, "model": recipe.model.name, "epochs": history,

@@ -46,7 +46,7 @@ def _reference_graph(man: dict, ref: reference.Reference, tmp: Path):
     return onnx.load(str(ref.onnx))
 
 
-def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, board: dict | None = None) -> dict:
+def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, *, board: dict | None = None) -> dict:
     import onnx
 
     path = tmp / "candidate.onnx"
@@ -73,7 +73,7 @@ def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, t
         cand_graph = mark_all_outputs(onnx.load(str(build_dir / "model.onnx")))
         onnx.save(mark_all_outputs(_reference_graph(man, ref, tmp)), str(tmp / "reference-marked.onnx"))
         want = OrtRunner(tmp / "reference-marked.onnx", level=ref.level).run(x)
-        got = _run_candidate(man, cand_graph, x, tmp, board)
+        got = _run_candidate(man, cand_graph, x, tmp, board=board)
     checked = 0
     for node in cand_graph.graph.node:
         for name in node.output:

@@ -135,7 +135,7 @@ def measure_progress(bar, task, weights: list[float]):
     return Progress()
 
 
-def make_runner(spec: dict, rpc: str | None, key: str | None, timeout: float, board_log: Path | None = None):
+def make_runner(spec: dict, rpc: str | None, key: str | None, timeout: float, *, board_log: Path | None = None):
     """LocalRunner on this machine, or MetaSchedule's RPCRunner on every free board of the key."""
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner
 
@@ -266,7 +266,7 @@ def tune(onnx_path: str | Path, target: str, *, trials: int, db: str | Path | No
     cross = (tgt.options or {}).get("cross_compiler")
     build.check_cross_compiler(cross, tgt.name)
     board_log = Path(tempfile.mkdtemp(prefix="edgecnn-boards-")) / "boards.log" if rpc else None
-    runner = make_runner(spec, rpc, key, timeout, board_log)
+    runner = make_runner(spec, rpc, key, timeout, board_log=board_log)
     light_intrinsics((spec.get("mtriple") or "x86").split("-")[0])
     mod = passes.prepare(build.import_onnx(onnx_path, batch), tgt)
     mod = pre_tuning(mod, spec, prepack)
