@@ -49,25 +49,44 @@ def wait_for(check, procs, seconds=90.0):
     pytest.fail(f"the loopback device farm did not come up within {seconds:g} s")
 
 
+def stop(procs) -> None:
+    """Terminate the processes and everything they started (an RPC server forks a worker per session)."""
+    import psutil
+
+    for p in reversed(procs):
+        try:
+            family = [*psutil.Process(p.pid).children(recursive=True), psutil.Process(p.pid)]
+        except psutil.NoSuchProcess:
+            family = []
+        for q in family:
+            try:
+                q.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=20)
+        for q in family:
+            if q.is_running():
+                q.kill()
+        p.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def farm():
-    """A tracker and one RPC server registered as KEY, both python -m tvm.exec.* on free loopback ports."""
-    import tvm
-
-    port, server_port = free_port(), free_port()
+    """A tracker and two RPC servers (the boards) registered as KEY, all python -m tvm.exec.* on free loopback
+    ports: (tracker HOST:PORT, first server's port, both servers' ports)."""
+    port, server_ports = free_port(), [free_port(), free_port()]
     tracker = start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end",
                     str(port + 1), "--silent")
     procs = [tracker]
     try:
         wait_for(lambda: rpc.probe_tracker("127.0.0.1", port, 1.0) is None, procs)
-        procs.append(start("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
-                           "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", KEY))
-        wait_for(lambda: rpc.board_keys(tvm.rpc.connect_tracker("127.0.0.1", port)).get(KEY), procs)
-        yield f"127.0.0.1:{port}", server_port
+        for server_port in server_ports:
+            procs.append(start("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+                               "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", KEY))
+        wait_for(lambda: rpc.count_boards(f"127.0.0.1:{port}", KEY, 1.0)["free"] == 2, procs)
+        yield f"127.0.0.1:{port}", server_ports[0], server_ports
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            p.wait(timeout=30)
+        stop(procs)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +165,18 @@ def test_silent_tracker_times_out_quickly():
         assert time.monotonic() - start_time < 10
 
 
+def wait_idle(farm, seconds=60.0) -> bool:
+    """True once both boards are free again (a server re-registers with the tracker when its session ends)."""
+    deadline = time.monotonic() + seconds
+    while rpc.count_boards(farm[0], KEY, 5)["free"] < 2:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def test_no_tracker_and_not_a_tracker(farm):
+    assert wait_idle(farm)  # a server in a session does not answer new connections at all
     with pytest.raises(EdgecnnError, match="not reachable .*rpc_tracker"):
         rpc.request_session(f"127.0.0.1:{free_port()}", KEY, timeout=2)
     with pytest.raises(EdgecnnError, match="is not a TVM RPC tracker"):
@@ -187,3 +217,52 @@ def test_board_probe_methods(edgecnn_board, farm, host_build):
         assert record["not_done"] and probe.restore_clocks(record) == {"restored": [], "failed": []}
         with pytest.raises(Exception, match="unknown method 'shutdown'"):
             probe.call("shutdown")
+
+
+def boards(farm) -> set[str]:
+    return {f"127.0.0.1:{p}" for p in farm[2]}
+
+
+def test_verify_runs_the_parity_check_on_the_board(farm, host_build, tmp_path):
+    out = tmp_path / "verify.json"
+    r = run_cli("verify", host_build, "--rpc", farm[0], "--key", KEY, "--limit", 64, "--report", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["passed"] and report["board"] in boards(farm) and report["outputs"]["logits"]["samples"] == 64
+    assert "on board 127.0.0.1" in " ".join(r.stdout.split())
+
+
+def test_verify_on_the_board_fails_a_broken_build_and_localises_there(farm, lenet_onnx, tmp_path):
+    from test_verify import perturb
+
+    bad_node = perturb(lenet_onnx, tmp_path / "perturbed.onnx")
+    build = compiler.compile_model(tmp_path / "perturbed.onnx", "host", out=tmp_path / "b")
+    r = run_cli("verify", build, "--rpc", farm[0], "--key", KEY, "--limit", 64)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last.startswith("error: parity failed") and r.stderr.count("error:") == 1, r.stderr
+    report = json.loads((build / "verify.json").read_text())
+    assert not report["passed"] and report["board"] in boards(farm)
+    assert report["localization"]["node"] == bad_node
+
+
+def test_bench_on_two_boards_reports_each_and_the_spread(farm, host_build, tmp_path):
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", host_build, "--rpc", farm[0], "--key", KEY, "--boards", 2, "--runs", 20, "--warmup", 2,
+                "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert {b["board"] for b in report["boards"]} == boards(farm)
+    assert all(b["batches"]["1"]["runs"] == 20 and b["batches"]["1"]["p50_ms"] > 0 for b in report["boards"])
+    spread = report["spread"]["1"]
+    assert set(spread["p50_ms"]) == boards(farm) and spread["min_ms"] <= spread["median_ms"] <= spread["max_ms"]
+    assert spread["spread_pct"] >= 0 and all(b in r.stdout for b in boards(farm)) and "spread" in r.stdout
+    assert report["results"]["tvm"] == report["boards"][0]  # what the manifest and bundle carry
+    assert wait_idle(farm)  # both boards released
+
+
+def test_more_boards_than_the_key_has_is_refused(farm, host_build):
+    r = run_cli("bench", host_build, "--rpc", farm[0], "--key", KEY, "--boards", 3, "--runs", 5)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"has 2 '{KEY}' board(s)" in r.stderr and "--boards 2" in r.stderr
+    r = run_cli("bench", host_build, "--boards", 2, "--runs", 5)
+    assert r.returncode == 1 and "--rpc HOST:PORT" in r.stderr

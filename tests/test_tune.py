@@ -152,11 +152,14 @@ def test_a_second_session_adds_to_the_database(tuned, lenet_onnx, tmp_path):
 
 def test_tuning_measures_on_a_board_through_the_rpc_tracker(farm,  # noqa: F811
                                                              lenet_onnx, tmp_path):
-    """The loopback device farm of test_rpc: every kernel and candidate is timed on the board."""
+    """The loopback device farm of test_rpc (two boards): every kernel and candidate is timed on a board,
+    the two boards sharing each batch, and the record says which board timed how many."""
     db, record = tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db", rpc=farm[0], key=KEY)
     assert record["measured_on"] == {"rpc": farm[0], "key": KEY} and record["cpu"]["board_key"] == KEY
     session = record["sessions"][0]
     assert session["trials"] == 4 and session["failed"] == 0 and session["estimate_ms"]["start"] > 0
+    assert set(session["boards"]) == {f"127.0.0.1:{p}" for p in farm[2]}
+    assert sum(session["boards"].values()) == session["kernels"] + 4 and min(session["boards"].values()) > 0
     with pytest.raises(EdgecnnError, match=f"no board with key '{KEY}x'"):
         tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
     assert not (tmp_path / "db2").exists()

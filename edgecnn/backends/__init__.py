@@ -15,7 +15,7 @@ from importlib import metadata
 from edgecnn.backends.base import Backend, QdqForm, Runner, run_batches
 from edgecnn.core.errors import EdgecnnError, suggest
 
-__all__ = ["Backend", "QdqForm", "Runner", "run_batches", "get", "require", "names", "availability",
+__all__ = ["Backend", "QdqForm", "Runner", "run_batches", "get", "require", "load_runner", "names", "availability",
            "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
 
 MODULES = {"torch": "edgecnn.backends.pytorch", "onnxruntime": "edgecnn.backends.onnxruntime",
@@ -41,6 +41,16 @@ def require(name: str) -> Backend:
     if reason:
         raise EdgecnnError(f"backend '{name}' is not usable here: {reason}")
     return backend
+
+
+def load_runner(build_dir, manifest: dict, board: dict | None = None) -> Runner:
+    """A build's runner here, or on a board of an RPC tracker (board: {"rpc": HOST:PORT, "key": KEY,
+    "timeout": seconds}; Backend.remote)."""
+    if board:
+        load = get(manifest["backend"]).remote(build_dir, board["rpc"], board.get("key"),
+                                               timeout=board.get("timeout", 10.0))
+        return load()
+    return require(manifest["backend"]).load(build_dir, manifest)
 
 
 def availability() -> dict[str, str | None]:

@@ -31,6 +31,7 @@ class Runner:
     batch: int | None = None  # fixed batch of the artifact, None when dynamic
     max_batch: int | None = None  # most samples one call takes (a dynamic batch with a limit)
     input_shape: list | None = None  # the dimensions after the batch
+    board: str | None = None  # HOST:PORT of the board it runs on, for a runner on a remote board
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
@@ -145,6 +146,10 @@ class Backend:
     def notes(self, build_dir, manifest: dict) -> list[str]:
         """What verify should tell about how this machine runs the build (a known deviation of its kernels)."""
         return []
+
+    def boards(self, address: str, key: str, *, timeout: float = 10.0) -> dict:
+        """{"registered": n, "free": m}: the boards of `key` on a TVM RPC tracker (bench --boards)."""
+        raise EdgecnnError(f"the {self.name} backend does not run on the boards of a TVM RPC tracker")
 
     def lint_qdq(self, model) -> list:
         """This backend's rules for a Q/DQ model: violations (str() names the rule and node; .severity)."""

@@ -37,6 +37,7 @@ bench.json (summary() is the part a manifest and a bundle carry, with the build'
     warnings      every subject's warnings, as "NAME: warning"
 """
 
+import contextlib
 import functools
 import os
 import pickle
@@ -91,10 +92,11 @@ def _memory(runner, rss_before: float | None, isolated: bool) -> dict:
     return {"peak_rss_mib": peak, "runner_rss_mib": added, "gpu_mib": system.gpu_mib(os.getpid())}
 
 
-def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
+def measure(name: str, load, plan: dict, isolated: bool = True, *, bar=None) -> dict:
     """Load one subject and time it at each batch size (runs inside the subject's own process).
 
-    plan: batches (None: the runner's own), warmup, runs or seconds, lock_clocks, wait_cool (C or None)."""
+    plan: batches (None: the runner's own), warmup, runs or seconds, lock_clocks, wait_cool (C or None).
+    bar: a progress bar to share (several subjects timed at once), else its own."""
     from edgecnn.core.progress import progress_bar
 
     rss_before = system.proc_status_mib("VmRSS")
@@ -103,14 +105,15 @@ def measure(name: str, load, plan: dict, isolated: bool = True) -> dict:
         _check_batches(runner, batches)
         watch = conditions.Watch(runner.device_probe() or conditions.Probe(), lock=plan.get("lock_clocks", False),
                                  cool_c=plan.get("wait_cool"))
+        label = f"{name} on {runner.board}" if runner.board else name
         try:
-            with progress_bar() as bar:
-                results = {str(b): _time_batch(runner, b, plan, label=name, bar=bar, watch=watch) for b in batches}
+            with contextlib.nullcontext(bar) if bar else progress_bar() as bar:
+                results = {str(b): _time_batch(runner, b, plan, label=label, bar=bar, watch=watch) for b in batches}
             state = watch.record(results)
         finally:
             watch.restore()
-        return {"runner": runner.name, "batches": results, "memory": _memory(runner, rss_before, isolated),
-                "device": state}
+        return {"runner": runner.name, **({"board": runner.board} if runner.board else {}), "batches": results,
+                "memory": _memory(runner, rss_before, isolated), "device": state}
 
 
 def _time_batch(runner, b: int, plan: dict, *, label: str, bar, watch) -> dict:
@@ -199,8 +202,9 @@ def check_compare(names, backend: str) -> list[str]:
 
 
 def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: float, threads: int | None,
-                   compare) -> tuple:
-    """`edgecnn bench --rpc HOST:PORT [--key KEY]`: (the loader of the build on a board, what to call the board)."""
+                   compare, boards: int = 1) -> tuple:
+    """`edgecnn bench --rpc HOST:PORT [--key KEY] [--boards N]`: (the loader of the build on a board, what to
+    call the board); with boards > 1, checks that the key has that many boards."""
     if not address:
         raise EdgecnnError("--key names a board of an RPC tracker: give the tracker too (--rpc HOST:PORT)")
     if compare:
@@ -209,8 +213,14 @@ def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: 
     from edgecnn.compiler import manifest as manifest_mod
 
     man = manifest_mod.read(build_dir, check_files=False)
-    load = backends.get(man["backend"]).remote(build_dir, address, key, timeout=timeout, threads=threads)
+    backend = backends.get(man["backend"])
+    load = backend.remote(build_dir, address, key, timeout=timeout, threads=threads)
     board = key or man["target"]["name"]  # the key a remote loader defaults to
+    if boards > 1:
+        from edgecnn.bench import farm
+
+        farm.check_boards(backend.boards(address, board, timeout=timeout), boards, board, address)
+        return load, f"{boards} '{board}' boards of the RPC tracker {address}"
     return load, f"board '{board}' of the RPC tracker {address}"
 
 
@@ -224,14 +234,15 @@ def ratios(results: dict, build: str) -> dict:
 def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: int = 10, runs: int | None = None,
           seconds: float | None = None, threads: int | None = None, compare=(), out: str | Path | None = None,
           load=None, plot: bool = True, device: str | None = None, lock_clocks: bool = False,
-          wait_cool: float | None = None) -> dict:
+          wait_cool: float | None = None, boards: int = 1) -> dict:
     """Benchmark a build (and `compare` backends on the same model); write JSON + plot, record in the manifest.
 
     load: optional picklable callable returning the build's runner (e.g. a remote device's); default: the
     build's backend on this machine. device: what `load` runs on when that is not this machine (the report's
     cpu; this machine's facts go under system.host). lock_clocks: pin the device's clocks for each subject
     where it allows (and restore them); wait_cool: before each batch size, wait until the hottest sensor is at
-    or below this many degrees C.
+    or below this many degrees C. boards: time `load` on that many boards at once (each call of a remote
+    loader holds another board): the report's `boards` and `spread`, results = the first.
     """
     from edgecnn.compiler import manifest as manifest_mod  # here: the device modules import on boards without it
 
@@ -247,7 +258,16 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
         facts = {"cpu": device, "gpus": [], "remote": True, "host": facts}
     plan = {"batches": batches, "warmup": warmup, "runs": runs, "seconds": seconds, "lock_clocks": lock_clocks,
             "wait_cool": wait_cool}
-    results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
+    farm_report = {}
+    if boards > 1 and load is None:
+        raise EdgecnnError(f"--boards {boards} times {boards} boards of an RPC tracker: give --rpc HOST:PORT")
+    if boards > 1:
+        from edgecnn.bench import farm
+
+        farm_report = farm.measure_boards(backend, load, boards, plan, measure=measure)
+        results = {backend: farm_report["boards"][0]}
+    else:
+        results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
     plan["batches"] = batches = [int(b) for b in results[backend]["batches"]]
     for name in compare:
         results[name] = run_subject(name, functools.partial(load_reference, str(build_dir), name, threads), plan)
@@ -257,7 +277,8 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
                            "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads,
                            "lock_clocks": lock_clocks, "wait_cool_c": wait_cool},
               "system": facts, "results": results, "ratios": ratios(results, backend),
-              "warnings": [f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"]]}
+              "warnings": [f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"]],
+              **farm_report}
     out = Path(out) if out else build_dir / "bench.json"
     if plot:
         from edgecnn.bench.report import plot as draw
@@ -276,7 +297,8 @@ def summary(report: dict) -> dict:
 
     return {"settings": report["settings"], "cpu": report["system"]["cpu"], "gpus": report["system"]["gpus"],
             "backend": report["backend"], "results": {name: brief(r) for name, r in report["results"].items()},
-            "ratios": report["ratios"], "device": conditions.brief(report["results"][report["backend"]]["device"])}
+            "ratios": report["ratios"], "device": conditions.brief(report["results"][report["backend"]]["device"]),
+            **({"spread": report["spread"]} if "spread" in report else {})}
 
 
 def build_latency(bench_summary: dict | None, batch: int | None = None) -> dict | None:

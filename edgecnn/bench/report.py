@@ -79,6 +79,24 @@ def device_lines(report: dict) -> list[str]:
     lines = [f"[bold]device[/] ({escape(name)}): {escape(describe(conditions.brief(r['device'])))}"
              for name, r in report["results"].items() if r.get("device")]
     return lines + [f"[yellow]warning:[/] {escape(w)}" for w in report.get("warnings", [])]
+def boards_table(report: dict) -> Table:
+    """bench --boards: one row per board and batch size; the last column is its p50 over the boards' median."""
+    s = report["settings"]
+    t = Table(title=f"bench: {report['model']} {report['backend']} ({report['target']}, {report['precision']}) "
+                    f"on {report['system']['cpu']}, {_threads(s['threads'])}",
+              caption="spread: (slowest - fastest p50) / median p50 of the boards, timed at the same time")
+    for col in ("board", "batch", "runs", "mean ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "std ms", "img/s",
+                "p50 / median"):
+        t.add_column(col, justify="left" if col == "board" else "right", no_wrap=col == "board")
+    for r in report["boards"]:
+        for b, st in r["batches"].items():
+            t.add_row(r["board"], b, str(st["runs"]),
+                      *(fmt(st[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "std_ms")),
+                      f"{st['throughput_ips']:.1f}", fmt(st["p50_ms"] / report["spread"][b]["median_ms"]))
+    for b, sp in report["spread"].items():
+        t.add_row("[bold]spread[/]", b, "", "", f"{fmt(sp['min_ms'])}-{fmt(sp['max_ms'])}", "", "", "", "", "",
+                  f"{sp['spread_pct']:.1f}%")
+    return t
 
 
 def plot(report: dict, path: str | Path) -> Path:

@@ -10,7 +10,7 @@ import sys
 import click
 
 from edgecnn import __version__
-from edgecnn.core.errors import EdgecnnError
+from edgecnn.core.errors import EdgecnnError, hand_to_launcher
 
 # verb -> module holding a click command of the same name; listed in pipeline order
 COMMANDS = {
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     try:
         cli.main(args=argv, prog_name="edgecnn", standalone_mode=False)
     except EdgecnnError as e:
-        click.echo(f"error: {e}", err=True)
+        if not hand_to_launcher(str(e)):
+            click.echo(f"error: {e}", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

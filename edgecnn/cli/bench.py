@@ -37,8 +37,10 @@ def int_list(value: str | None) -> list[int] | None:
               "(CPU governor performance, jetson_clocks; needs root) and restore them after")
 @click.option("--wait-cool", type=float, default=None, metavar="C",
               help="before each batch size, wait until the hottest sensor is at or below C degrees Celsius")
+@click.option("--boards", type=click.IntRange(1), default=1, show_default=True,
+              help="with --rpc: time the build on this many boards of the key at once; each board and the spread")
 def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout,
-              lock_clocks, wait_cool):
+              lock_clocks, wait_cool, boards):
     """Measure a build's latency per batch size (mean, p50/p90/p99, min, stddev, throughput, memory)."""
     from edgecnn import bench
     from edgecnn.bench import report as benchreport
@@ -46,11 +48,12 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
     compare = [c.strip() for c in compare.split(",") if c.strip()]
     load = device = None
     if rpc or key:
-        load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare)
+        load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare,
+                                            boards=boards)
     report = bench.bench(build_dir, batches=int_list(batches), warmup=warmup, runs=runs, seconds=seconds,
                          threads=threads, compare=compare, out=out, load=load, device=device,
-                         lock_clocks=lock_clocks, wait_cool=wait_cool)
-    console.print(benchreport.table(report))
+                         lock_clocks=lock_clocks, wait_cool=wait_cool, boards=boards)
+    console.print(benchreport.boards_table(report) if "boards" in report else benchreport.table(report))
     for line in benchreport.device_lines(report):
         console.print(line)
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")

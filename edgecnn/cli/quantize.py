@@ -4,6 +4,7 @@ import click
 
 from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_forms
 from edgecnn.cli.options import given, model_facts
+from edgecnn.cli.train import launch_options, relaunch
 from edgecnn.core.progress import console
 
 
@@ -37,19 +38,32 @@ from edgecnn.core.progress import console
 @click.option("--limit", type=int, default=None, help="first N test (and QAT train) images: a quick trial")
 @click.option("--out", default=None, help="output folder (default RUN_DIR, or MODEL.onnx's folder)")
 @model_facts
-def quantize_cmd(run_dir, *, method, calib, calib_images, data, algo, per_channel, form, reduce_range, skip, auto,
-                 max_drop, sensitivity, epochs, lr, fp16_io, opset, limit, out, **facts):
+@launch_options
+@click.pass_context
+def quantize_cmd(ctx, run_dir, *, method, calib, calib_images, data, algo, per_channel, form, reduce_range, skip,
+                 auto, max_drop, sensitivity, epochs, lr, fp16_io, opset, limit, out, nproc, **facts):
     """Quantize a trained RUN_DIR, or an ONNX from elsewhere with --calib DIR: model.int8.onnx (Q/DQ for
     TensorRT, ONNX Runtime, TVM) or model.fp16.onnx, with fp32 vs quantized top-1 and per-layer sensitivity
-    (quant.json, quant-sensitivity.png; STEM.int8.onnx, STEM.quant.json for STEM.onnx)."""
+    (quant.json, quant-sensitivity.png; STEM.int8.onnx, STEM.quant.json for STEM.onnx).
+
+    --method qat fine-tunes on several ranks with --nproc N (or under torchrun)."""
     from rich.markup import escape
 
+    from edgecnn.core.errors import EdgecnnError
     from edgecnn.quantize import quantize, report
 
+    if nproc and method != "qat":
+        raise EdgecnnError(f"--nproc runs training on several ranks: --method {method} does not train "
+                           "(use --method qat)")
+    if relaunch(ctx, nproc, "no quantized model was written"):
+        return  # rank 0 printed the report
     folder = None if calib.isdigit() else calib
     rep = quantize(run_dir, out, method=method, calib=calib_images if folder else int(calib), calib_dir=folder,
                    data=data, given=given(facts), algo=algo, per_channel=per_channel, form=form,
-                   reduce_range=reduce_range, skip=list(skip), auto=auto,
+                   reduce_range=reduce_range, skip=list(skip), auto=auto, max_drop=max_drop, sensitivity=sensitivity,
+                   epochs=epochs, lr=lr, keep_io_fp32=not fp16_io, opset=opset, limit=limit)
+    if rep is None:  # a rank other than 0
+        return
     console.print(report.accuracy_table(rep))
     sens = report.sensitivity_table(rep)
     if sens is not None:

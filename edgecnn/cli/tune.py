@@ -14,7 +14,8 @@ from edgecnn.core.progress import console
 @click.option("--db", default=None, metavar="DIR", help="tuning database (default beside the ONNX: tune-TARGET); "
               "one tuned for the same model, target and CPU is added to")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="the batch to tune for")
-@click.option("--rpc", default=None, metavar="HOST:PORT", help="measure on a board of this TVM RPC tracker")
+@click.option("--rpc", default=None, metavar="HOST:PORT", help="measure on the boards of this TVM RPC tracker "
+              "(every free board of the key at once)")
 @click.option("--key", default=None, help="the board's tracker key (with --rpc)")
 @click.option("--rpc-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="seconds to wait for the tracker")
@@ -38,4 +39,7 @@ def tune_cmd(onnx_path, target, *, minutes, trials, db, batch, rpc, key, rpc_tim
     console.print(f"tuned {last['kernels']} kernels with {last['trials']} trials in {last['minutes']:.1f} min: kernel "
                   f"time estimate {est['start']:.3f} -> {est['end']:.3f} ms ({last['left']} candidates left); "
                   f"database {path} ({record['trials']} trials in all)")
+    if last.get("boards"):
+        console.print(f"measured on {len(last['boards'])} '{key}' board(s): "
+                      + ", ".join(f"{b} ({n} candidates)" for b, n in last["boards"].items()))
     console.print(f"apply it: edgecnn compile {onnx_path} --target {target} --tune-db {path}")

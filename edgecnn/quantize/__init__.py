@@ -89,19 +89,34 @@ class Job:
     work: Path
     calib: data.Batch | None = None  # calibration images read already (from opts.calib_dir)
     holdout: data.Batch | None = None  # an ONNX from elsewhere: images for sensitivity and --auto
+    world: object = None  # the ranks QAT fine-tunes on (edgecnn.train.distributed.World)
 
 
-def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> dict:
+def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> dict | None:
     """Quantize RUN_DIR (or MODEL.onnx from elsewhere, with calib_dir) into OUT (default beside it); returns
-    the report also written as quant.json (STEM.quant.json)."""
+    the report also written as quant.json (STEM.quant.json).
+
+    Under torchrun (--method qat only) every rank fine-tunes its share; rank 0 does the rest, writes and
+    returns the report, the other ranks return None."""
+    from edgecnn.train import distributed
+
     opts = Options(**options)
     opts.check()
-    src = Path(run_dir)
+    with distributed.session("cpu") as world:
+        if world.size > 1 and opts.method != "qat":
+            raise EdgecnnError(f"--method {opts.method} does not train: run it without torchrun (only qat runs on "
+                               "several ranks)")
+        if not world.main:
+            return qat_rank(Path(run_dir), opts, world)
+        return _quantize(Path(run_dir), out, opts, world)
+
+
+def _quantize(src: Path, out, opts: Options, world) -> dict:
     foreign = src.suffix == ".onnx"
     names = outputs(opts.method, src.name.split(".")[0] if foreign else "model")
     out = Path(out) if out else (src.parent if foreign else src)
     with tempfile.TemporaryDirectory(prefix="edgecnn-quant-") as tmp:
-        job = onnx_job(src, opts, Path(tmp)) if foreign else run_dir_job(src, opts, Path(tmp))
+        job = onnx_job(src, opts, Path(tmp)) if foreign else run_dir_job(src, opts, Path(tmp), world)
         work, test = job.work, job.test
         precision = "fp16" if opts.method == "fp16" else "int8"
         config = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
@@ -123,7 +138,7 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> d
     return rep
 
 
-def run_dir_job(run_dir: Path, opts: Options, work: Path) -> Job:
+def run_dir_job(run_dir: Path, opts: Options, work: Path, world) -> Job:
     """A trained RUN_DIR: its checkpoint exported at opts.opset, its recipe's test split."""
     from edgecnn.train import checkpoint
 
@@ -132,7 +147,8 @@ def run_dir_job(run_dir: Path, opts: Options, work: Path) -> Job:
     fp32 = export_fp32(checkpoint.resolve(run_dir), work / "fp32.onnx", opts.opset)
     test = data.load(rec.data, spec, "test", n=opts.limit)
     calib = foreign.calibration_images(opts.calib_dir, spec, opts.calib)[0] if opts.calib_dir else None
-    return Job(opts, model, spec, rec, fp32, test, predict(fp32, test.x, "evaluate fp32"), work, calib=calib)
+    return Job(opts, model, spec, rec, fp32, test, predict(fp32, test.x, "evaluate fp32"), work, calib=calib,
+               world=world)
 
 
 def onnx_job(onnx_path: Path, opts: Options, work: Path) -> Job:
@@ -264,10 +280,10 @@ def run_qat(job: Job, ranges: dict, skip: list) -> tuple[Path, dict]:
     from edgecnn.train import checkpoint
 
     opts, work = job.opts, job.work
-    gm = qat.prepare(job.model, ranges, onnx.load(str(job.fp32)), {lay.name for lay in skip},
-                     per_channel=opts.per_channel)
     lr = opts.lr or job.rec.optim.lr / 50
-    history = qat.finetune(gm, job.rec, epochs=opts.epochs, lr=lr, limit=opts.limit)
+    plan = job.world.broadcast((ranges, [lay.name for lay in skip], job.fp32.read_bytes(), lr))  # to qat_rank
+    gm = qat.prepare(job.model, ranges, onnx.load(str(job.fp32)), set(plan[1]), per_channel=opts.per_channel)
+    history = qat.finetune(gm, job.rec, epochs=opts.epochs, lr=lr, limit=opts.limit, world=job.world)
     checkpoint.save(work / "model.qat.pt", job.model, job.spec)
     qat_fp32 = export_fp32(work / "model.qat.pt", work / "qat-fp32.onnx", opts.opset)
     missing = set(ranges) - {o for n in onnx.load(str(qat_fp32)).graph.node for o in [*n.input, *n.output]}
@@ -279,6 +295,20 @@ def run_qat(job: Job, ranges: dict, skip: list) -> tuple[Path, dict]:
         fq = gm(torch.from_numpy(job.test.x[:1000])).numpy()
     return path, {"epochs": opts.epochs, "lr": lr, "history": history,
                   "fakequant_vs_qdq_agreement": agreement(predict(path, job.test.x[:1000]), fq)}
+
+
+def qat_rank(run_dir: Path, opts: Options, world) -> None:
+    """A rank other than 0 of a distributed QAT: rank 0's ranges and fp32 graph, then its share of the
+    fine-tuning (rank 0 exports, quantizes and writes)."""
+    import onnx
+
+    from edgecnn.quantize import qat
+    from edgecnn.train import checkpoint
+
+    model, _ = checkpoint.load(run_dir)
+    ranges, skip, fp32, lr = world.broadcast(None)
+    gm = qat.prepare(model, ranges, onnx.load_from_string(fp32), set(skip), per_channel=opts.per_channel)
+    qat.finetune(gm, data.recipe(run_dir), epochs=opts.epochs, lr=lr, limit=opts.limit, world=world)
 
 
 def finish(path: Path, job: Job, precision: str, config: dict) -> dict:

@@ -171,19 +171,23 @@ def set_qat_mode(gm) -> None:
             m.eval()
 
 
-def finetune(gm, rec, *, epochs: int, lr: float, limit: int | None = None) -> list[dict]:
-    """Fine-tune the fake-quant model on the recipe's train split (AdamW, cosine decay); per-epoch history."""
-    from edgecnn.data import load_split
-    from edgecnn.train import engine
+def finetune(gm, rec, *, epochs: int, lr: float, limit: int | None = None, world=None) -> list[dict]:
+    """Fine-tune the fake-quant model on the recipe's train split (AdamW, cosine decay); per-epoch history.
 
+    `world`: the ranks sharing the work (edgecnn.train.distributed; default this process alone), on CPU."""
+    from edgecnn.data import load_split
+    from edgecnn.train import distributed, engine
+
+    world = world or distributed.World()
     data = load_split(rec.data, "train")
     data = data.subset(slice(0, limit)) if limit else data
-    steps = max(1, len(data) // rec.schedule.batch_size)
+    batch, lr = distributed.rank_batch(rec.schedule.batch_size, lr, rec.distributed, world.size)
+    steps = engine.steps_per_epoch(len(data), world, batch)
     params = [p for p in gm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=rec.optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
-    history = engine.run_epochs(gm, data, load_split(rec.data, "val"), rec, opt=opt, sched=sched,
-                                device=torch.device("cpu"), epochs=epochs, gen=torch.Generator().manual_seed(rec.seed),
-                                label="QAT epoch", set_mode=set_qat_mode)
+    history = engine.run_epochs(world.wrap(gm), data, load_split(rec.data, "val"), rec, opt=opt, sched=sched,
+                                world=world, epochs=epochs, gen=torch.Generator().manual_seed(rec.seed + world.rank),
+                                batch=batch, label="QAT epoch", set_mode=set_qat_mode)
     gm.eval()
     return [{**row, "val_top1_fakequant": row["val_top1"]} for row in history]

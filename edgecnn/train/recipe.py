@@ -41,6 +41,14 @@ class ScheduleCfg:
 
 
 @dataclass
+class DistributedCfg:
+    """How a recipe runs on several ranks (torchrun; one rank ignores it)."""
+
+    scaling: str = "global"  # global: per-rank batch = batch_size / ranks; linear: batch_size per rank, lr x ranks
+    sync_bn: bool = False  # SyncBatchNorm: batch statistics over all ranks (CUDA ranks only)
+
+
+@dataclass
 class FinetuneCfg:
     run: str  # RUN_DIR whose model.pt gives the starting weights
     mode: str = "all"  # classifier | last_n | all
@@ -56,6 +64,7 @@ class Recipe:
     optim: OptimCfg = field(default_factory=OptimCfg)
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     finetune: FinetuneCfg | None = None
+    distributed: DistributedCfg = field(default_factory=DistributedCfg)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -65,10 +74,11 @@ class Recipe:
 
 
 SECTIONS = {"model": ModelCfg, "data": DataCfg, "augment": AugmentCfg, "optim": OptimCfg,
-            "schedule": ScheduleCfg, "finetune": FinetuneCfg}
+            "schedule": ScheduleCfg, "finetune": FinetuneCfg, "distributed": DistributedCfg}
 CHOICES = {("optim", "name"): ("adamw", "sgd"), ("schedule", "name"): ("onecycle", "cosine", "constant"),
            ("finetune", "mode"): ("classifier", "last_n", "all"),
-           ("data", "dataset"): ("fashion-mnist", "idx", "imagefolder", "npz")}
+           ("data", "dataset"): ("fashion-mnist", "idx", "imagefolder", "npz"),
+           ("distributed", "scaling"): ("global", "linear")}
 
 
 def _check_type(where: str, value: Any, default: Any):

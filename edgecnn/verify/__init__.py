@@ -120,34 +120,39 @@ def output_steps(ref: reference.Reference, want: dict) -> dict:
     return {name: noise_bound.output_step(model, name) for name in want}
 
 
-def run_references(build_dir: Path, man: dict, against: str, x: np.ndarray, *, described: str):
-    """(build outputs, reference outputs, [outputs of each twin of the reference], the reference used)."""
+def run_references(build_dir: Path, man: dict, against: str, x: np.ndarray, *, described: str,
+                   board: dict | None = None):
+    """(build outputs, reference outputs, [outputs of each twin of the reference], the reference used,
+    {"board": the board the build ran on} or {})."""
     import contextlib
 
     ref = reference.reference(build_dir, man, against)
     with contextlib.ExitStack() as stack:
-        cand = stack.enter_context(backends.require(man["backend"]).load(build_dir, man))
+        cand = stack.enter_context(backends.load_runner(build_dir, man, board))
+        where = {"board": cand.board} if cand.board else {}
         runners = [stack.enter_context(reference.fit_input(reference.load(r), man)) for r in [ref, *reference.twins(ref)]]
         got, want, *noise = (class_outputs(man, out) for out in run_all([cand, *runners], x, described))
-    return got, want, noise, ref
+    return got, want, noise, ref, where
 
 
 def verify(build_dir: str | Path, against: str | None = None, *, data: str = "test", limit: int | None = None,
-           report_path: str | Path | None = None, localize: bool = True, **tol_overrides) -> dict:
+           report_path: str | Path | None = None, localize: bool = True, board: dict | None = None,
+           **tol_overrides) -> dict:
     """Return the parity report; raise ParityError (carrying the report) when a tolerance fails.
 
-    `against` defaults to torch, or to fakequant for int8 builds (which also get an fp32 comparison)."""
+    `against` defaults to torch, or to fakequant for int8 builds (which also get an fp32 comparison).
+    `board` ({"rpc": HOST:PORT, "key": KEY}) runs the build on a board of that RPC tracker, the reference here."""
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
     against = against or reference.default_against(man["precision"], man)
     tol = compare.tolerance(man["precision"], **tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
-    got, want, noise, ref = run_references(build_dir, man, against, x, described=described)
+    got, want, noise, ref, where = run_references(build_dir, man, against, x, described=described, board=board)
     steps = output_steps(ref, want) if noise else {}
     outputs = compare_outputs(got, want, labels, noise=noise, against=against, steps=steps)
     problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
     report = {"build": str(build_dir), "backend": man["backend"], "target": man["target"]["name"],
-              "precision": man["precision"], "against": against, "data": described,
+              "precision": man["precision"], "against": against, "data": described, **where,
               "reference": {"onnx": str(ref.onnx) if ref.onnx else None, "level": ref.level,
                             "checkpoint": str(ref.checkpoint) if ref.checkpoint else None},
               "tolerance": asdict(tol), "outputs": outputs, "passed": not any(problems.values()),
@@ -166,7 +171,7 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
         from edgecnn.verify.localize import localize as find_divergence
 
         sample = failing_sample(outputs[next(iter(report["failures"]))])
-        report["localization"] = find_divergence(build_dir, man, against, x[sample:][:1], tol=tol)
+        report["localization"] = find_divergence(build_dir, man, against, x[sample:][:1], tol=tol, board=board)
     write_json(Path(report_path) if report_path else build_dir / "verify.json", report)
     manifest_mod.update(build_dir, verify=summary(report))
     if not report["passed"]:
@@ -192,7 +197,8 @@ def summary(report: dict) -> dict:
             "top1_candidate", "top1_reference")
     fp32 = {k: v for k, v in (report.get("fp32") or {}).items() if k in (*keys, "top1_drop")}
     return {"passed": report["passed"], "against": report["against"], "data": report["data"],
-            **{k: first[k] for k in keys if k in first}, **({"fp32": fp32} if fp32 else {})}
+            **{k: first[k] for k in keys if k in first}, **({"fp32": fp32} if fp32 else {}),
+            **({"board": report["board"]} if report.get("board") else {})}
 
 
 def fp32_line(report: dict) -> str | None:

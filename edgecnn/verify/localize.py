@@ -67,8 +67,9 @@ def replay_options(man: dict) -> dict:
     return opts
 
 
-def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path) -> tuple[dict, dict]:
-    """The marked graph built as the build was (target, options, batch from the manifest) and run."""
+def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, *, board: dict | None = None) -> tuple[dict, dict]:
+    """The marked graph built as the build was (target, options, batch from the manifest) and run where the
+    build ran: here or on the board."""
     import onnx
 
     path = tmp / "candidate.onnx"
@@ -78,7 +79,7 @@ def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path) -> tuple[dict, d
     batch = man["input"]["shape"][0]
     built = compiler.build_into(out_dir, path, targets.from_manifest(man), man["precision"],
                                 batch=batch if isinstance(batch, int) else None, **replay_options(man))
-    with backends.require(man["backend"]).load(out_dir, built) as runner:
+    with backends.load_runner(out_dir, built, board) as runner:
         outputs = runner.run(x)
     replay = {"target": built["target"]["name"], "options": man.get("options") or {}, "batch": built["input"]["shape"][0]}
     if built["artifact"].get("tuning"):
@@ -111,7 +112,7 @@ def tensor_noise(ref: reference.Reference, marked: Path, x: np.ndarray, want: di
     return noise
 
 
-def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, tol) -> dict:
+def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, tol, board: dict | None = None) -> dict:
     """First node whose output differs by more than tol.max_abs (scaled by the tensor's magnitude; 1e-2 when
     unbounded, int8) beyond twice the float noise the reference's twins show on it."""
     import onnx
@@ -126,7 +127,7 @@ def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, t
         with reference.load_graph(ref, tmp / "reference-marked.onnx") as runner:
             want = runner.run(x)
         noise = tensor_noise(ref, tmp / "reference-marked.onnx", x, want)
-        got, replay = _run_candidate(man, cand_graph, x, tmp)
+        got, replay = _run_candidate(man, cand_graph, x, tmp, board=board)
     replay["reference"] = {"against": against, "onnx": str(ref.onnx or "a fresh export of the checkpoint"),
                            "level": ref.level}
     checked = 0

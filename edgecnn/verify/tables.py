@@ -14,7 +14,8 @@ ROWS = (("max abs error", "max_abs", 3), ("mean abs error", "mean_abs", 3), ("ma
 
 def parity_table(report: dict) -> Table:
     """One column per output, one row per metric (narrow enough for an 80-column log)."""
-    t = Table(title=f"parity: {report['backend']} ({report['target']}, {report['precision']}) vs "
+    board = f" on board {report['board']}" if report.get("board") else ""
+    t = Table(title=f"parity: {report['backend']} ({report['target']}, {report['precision']}){board} vs "
                     f"{report['against']} on {report['data']}")
     t.add_column("metric")
     for name in report["outputs"]:

@@ -76,6 +76,11 @@ class TvmBackend(Backend):
 
         return rpc.loader(build_dir, address, key, timeout=timeout, threads=threads)
 
+    def boards(self, address: str, key: str, *, timeout: float = 10.0) -> dict:
+        from edgecnn.backends.tvm import rpc
+
+        return rpc.count_boards(address, key, timeout)
+
 
 def schedule_summary(kernels: list[dict], params: dict) -> dict:
     """What the manifest records of the schedules: kernels per rule, how many from a tuning database."""

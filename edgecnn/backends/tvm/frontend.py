@@ -4,7 +4,7 @@ its converters would misread an older form)."""
 from pathlib import Path
 
 from edgecnn.backends.tvm.build import require_tvm
-from edgecnn.core.errors import Unsupported
+from edgecnn.core.errors import EdgecnnError, Unsupported
 
 
 def import_onnx(onnx_path: str | Path, batch: int | None = 1, input_shape: list | None = None):

@@ -7,6 +7,8 @@ On each board (TVM runtime only): python -m edgecnn.rpc_server --tracker HOST:91
 Then `edgecnn bench BUILD_DIR --rpc HOST:9190 --key rpi4` uploads the build's .so to a free board with
 that key, runs it there and times it with the board's own clock (TVM's time_evaluator), so network
 round trips are not in the numbers; the board reads its own state and power around the runs (BoardProbe).
+`--boards N` holds N boards at once and times them in parallel; `edgecnn verify --rpc` runs the parity check
+on a board; `edgecnn tune --rpc` times candidates on every free board at once (tune.board_timers).
 """
 
 import functools
@@ -65,23 +67,56 @@ def board_keys(tracker) -> dict[str, int]:
     return keys
 
 
-def request_session(address: str, key: str, timeout: float = 10.0):
-    """An RPC session on a board registered as `key`; waits in the tracker's queue while all are busy."""
+def count_boards(address: str, key: str, timeout: float = 10.0) -> dict:
+    """{"registered": boards with `key`, "free": those not in a session now}; EdgecnnError if none has it."""
     tvm = require_tvm()
     host, port = parse_address(address)
     probe_tracker(host, port, timeout)
-    tracker = tvm.rpc.connect_tracker(host, port)
-    keys = board_keys(tracker)
-    if key not in keys:
+    summary = tvm.rpc.connect_tracker(host, port).summary()
+    registered = [info for info in summary["server_info"] if info.get("key", "").partition(":")[2] == key]
+    if not registered:
+        keys = {info["key"].partition(":")[2] for info in summary["server_info"] if ":" in info.get("key", "")}
         known = suggest(key, keys) if keys else "; no board is registered"
         raise EdgecnnError(f"no board with key '{key}' is registered with the tracker {host}:{port}{known}; on "
                            f"the board run: python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
-    if keys[key] == 0:
+    return {"registered": len(registered), "free": summary["queue_info"].get(key, {}).get("free", 0)}
+
+
+def _reserve(host: str, port: int, key: str, timeout: float) -> tuple[str, int, str]:
+    """The tracker's REQUEST (as TVM's TrackerSession.request), which also says which board it gave:
+    (board host, board port, match key); waits in the tracker's queue while every board is busy."""
+    from tvm.rpc import base
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
+            raise EdgecnnError(f"{host}:{port} is not a TVM RPC tracker (no tracker handshake): check the port")
+        sock.settimeout(None)
+        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
+        code, value = base.recvjson(sock)
+    if code != base.TrackerCode.SUCCESS:
+        raise EdgecnnError(f"the tracker {host}:{port} refused a '{key}' board: {value}")
+    return tuple(value)
+
+
+def request_board(address: str, key: str, timeout: float = 10.0, *, session_timeout: float = 0,
+                  quiet: bool = False) -> tuple:
+    """(an RPC session on a board registered as `key`, that board's HOST:PORT); while every board is busy it
+    waits in the tracker's queue. The session holds the board until it is dropped."""
+    tvm = require_tvm()
+    host, port = parse_address(address)
+    if count_boards(address, key, timeout)["free"] == 0 and not quiet:
         print(f"every '{key}' board is busy: waiting in the tracker's queue", file=sys.stderr)
     try:
-        return tracker.request(key, priority=1, session_timeout=0, max_retry=2)
-    except RuntimeError as e:
+        board_host, board_port, match = _reserve(host, port, key, timeout)
+        return tvm.rpc.connect(board_host, board_port, match, session_timeout), f"{board_host}:{board_port}"
+    except (OSError, RuntimeError) as e:  # the socket, or TVM's connect (several error types)
         raise EdgecnnError(f"the tracker {host}:{port} could not connect us to a '{key}' board: {e}") from None
+
+
+def request_session(address: str, key: str, timeout: float = 10.0):
+    """An RPC session on a board registered as `key` (request_board without the board's address)."""
+    return request_board(address, key, timeout)[0]
 
 
 class RemoteRunner(VmRunner):
@@ -95,8 +130,8 @@ class RemoteRunner(VmRunner):
         art = man["artifact"]
         super().__init__([o["name"] for o in man["outputs"]], art.get("batch"), man["input"]["shape"][1:],
                          man["input"].get("dtype", "float32"))
-        self.name = f"tvm on '{key}' via {address}"
-        self.session = request_session(address, key, timeout)
+        self.session, self.board = request_board(address, key, timeout)
+        self.name = f"tvm on '{key}' board {self.board} via {address}"
         if threads:
             self.session.get_function("runtime.config_threadpool")(1, threads)  # 1: all (big) cores
         device = self.session.cpu()
@@ -115,6 +150,16 @@ class RemoteRunner(VmRunner):
             raise EdgecnnError(f"the board cannot load {so_path.name}, compiled for "
                                f"{target.get('mtriple', 'this host')} {target.get('mcpu', '')}: {reason} "
                                "(compile for the board's target, e.g. --target rpi4)") from None
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        # the stateful calls: a tuple of outputs stays on the board as one remote object (a plain call returns
+        # it unreadable), so read it field by field. Not VirtualMachine.get_outputs: its recursive closure
+        # is a reference cycle holding the VM, and so the session and the board, until a garbage collection.
+        self.vm.set_input("main", self.tvm.runtime.tensor(x, self.device))
+        self.vm.invoke_stateful("main")
+        arity, get = self.vm.module["get_output_arity"]("main"), self.vm.module["get_output"]
+        outs = [get("main")] if arity == -1 else [get("main", i) for i in range(arity)]
+        return {n: o.numpy() for n, o in zip(self.output_names, outs)}
 
     def time_runs(self, x: np.ndarray, *, warmup: int, runs: int | None, seconds: float | None,
                   tick=None) -> np.ndarray:

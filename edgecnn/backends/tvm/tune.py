@@ -2,7 +2,8 @@
 
 The default schedules (schedules/) are the starting point and the search space: every rule lists the
 parameter sets it can apply (`Rule.space`: register tiles, padding, loop order, threads). A session times
-each kernel alone (TVM's time_evaluator, on this CPU or on a board through an RPC tracker), then spends
+each kernel alone (TVM's time_evaluator, on this CPU or on the boards of an RPC tracker: every free board
+of the key times its share of each batch of candidates at once), then spends
 its budget (`minutes` of wall clock and/or `trials` candidates) where the time is: it keeps trying the
 untried candidates of the kernel whose calls cost the model the most, a small batch at a time, and keeps
 a candidate only when it beats the kernel's best so far. A database is a directory:
@@ -17,6 +18,7 @@ a candidate only when it beats the kernel's best so far. A database is a directo
 import datetime
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +80,21 @@ def call_counts(mod) -> dict[str, int]:
 class Timer:
     """Times one scheduled kernel alone: built for the target, run on this CPU or on a board's."""
 
-    def __init__(self, spec: dict, session=None, cross_compiler: str | None = None):
-        self.tvm, self.spec, self.session, self.cross = require_tvm(), spec, session, cross_compiler
+    def __init__(self, spec: dict, session=None, cross_compiler: str | None = None, board: str = "local"):
+        self.tvm, self.spec, self.session, self.cross, self.board = require_tvm(), spec, session, cross_compiler, board
         self.device = session.cpu() if session is not None else self.tvm.cpu()
-        self.uploads = 0
+        self.uploads = self.timed = 0
 
-    def seconds(self, func) -> float:
+    def compile(self, func):
         tvm = self.tvm
-        lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                          target=tvm.target.Target(self.spec))
-        mod = self._load(lib)
+        return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                           target=tvm.target.Target(self.spec))
+
+    def seconds(self, func, lib=None) -> float:
+        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already)."""
+        tvm = self.tvm
+        mod = self._load(lib or self.compile(func))
+        self.timed += 1
         rng = np.random.default_rng(0)
         args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), self.device)
                 for p in func.params]
@@ -127,8 +134,8 @@ def scheduled(kernel: dict, params: dict, cpu):
 class Search:
     """The budgeted search over all kernels: best parameters and times so far, the candidates left."""
 
-    def __init__(self, found: list[dict], cpu, timer: Timer, previous: dict):
-        self.kernels, self.cpu, self.timer = found, cpu, timer
+    def __init__(self, found: list[dict], cpu, timers: list[Timer], previous: dict):
+        self.kernels, self.cpu, self.timers = found, cpu, timers
         self.best = {k["key"]: dict(previous.get(k["key"], {})) for k in found}
         rng = random.Random(0)
         self.left = {}
@@ -141,17 +148,26 @@ class Search:
 
     def measure_start(self, deadline: float) -> None:
         """Each kernel at its default and at its best so far (a previous session's), once."""
-        for k in self.kernels:
+        todo = [k for k in self.kernels if "default_us" not in self.best[k["key"]]]
+        for i in range(0, len(todo), len(self.timers)):
             if time.monotonic() > deadline:
                 return
-            b = self.best[k["key"]]
-            if "default_us" not in b:
-                func = scheduled(k, k["default"], self.cpu) or k["func"]
-                b.update(name=k["name"], rule=k["rule"], params=k["default"], us=self.us(func))
-                b["default_us"] = b["us"]
+            group = todo[i:i + len(self.timers)]
+            times = self.us([scheduled(k, k["default"], self.cpu) or k["func"] for k in group])
+            for k, t in zip(group, times):
+                self.best[k["key"]].update(name=k["name"], rule=k["rule"], params=k["default"], us=t, default_us=t)
 
-    def us(self, func) -> float:
-        return 1e6 * self.timer.seconds(func)
+    def us(self, funcs: list) -> list[float]:
+        """Microseconds of each function: compiled here, timed on the timers (boards) in parallel."""
+        libs = [self.timers[0].compile(f) for f in funcs]
+        shares = [list(range(j, len(funcs), len(self.timers))) for j in range(len(self.timers))]
+
+        def run(j: int) -> list[tuple[int, float]]:
+            return [(i, 1e6 * self.timers[j].seconds(funcs[i], libs[i])) for i in shares[j]]
+
+        with ThreadPoolExecutor(len(self.timers)) as pool:
+            done = dict(pair for part in pool.map(run, range(len(self.timers))) for pair in part)
+        return [done[i] for i in range(len(funcs))]
 
     def model_us(self) -> float:
         """Sum of every kernel's best time times its calls: the tuner's estimate of the model's kernel time."""
@@ -164,15 +180,13 @@ class Search:
 
     def step(self, kernel: dict) -> None:
         """Try up to BATCH untried candidates of `kernel`; keep one that is clearly faster."""
-        best = self.best[kernel["key"]]
-        for params in [self.left[kernel["key"]].pop() for _ in range(min(BATCH, len(self.left[kernel["key"]])))]:
-            self.trials += 1
-            full = {**kernel["default"], **params}
-            func = scheduled(kernel, full, self.cpu)
-            if func is None:
-                self.failed += 1
-                continue
-            t = self.us(func)
+        best, left = self.best[kernel["key"]], self.left[kernel["key"]]
+        tried = [{**kernel["default"], **left.pop()} for _ in range(min(max(BATCH, len(self.timers)), len(left)))]
+        self.trials += len(tried)
+        funcs = [(full, scheduled(kernel, full, self.cpu)) for full in tried]
+        self.failed += sum(f is None for _, f in funcs)
+        funcs = [(full, f) for full, f in funcs if f is not None]
+        for (full, _), t in zip(funcs, self.us([f for _, f in funcs])):
             if t < best["us"] * KEEP_IF_FASTER:
                 best.update(params=full, us=t)
 
@@ -190,19 +204,22 @@ def check_request(onnx_path: Path, tgt, trials: int | None, minutes: float | Non
     require_tvm()
 
 
-def board_timer(spec: dict, rpc: str | None, key: str | None, timeout: float, cross: str | None) -> Timer:
-    """This machine's CPU, or a board of the tracker (a cross target is timed on its board only)."""
+def board_timers(spec: dict, rpc: str | None, key: str | None, timeout: float, cross: str | None) -> list[Timer]:
+    """This machine's CPU, or every free board of the key on the tracker (at least one: it waits for one);
+    a cross target is timed on its boards only."""
     if not rpc:
         if is_cross(spec):
             raise EdgecnnError(f"a {spec['mtriple']} target is tuned on the board itself: pass --rpc "
                                "TRACKER_HOST:PORT --key KEY (see edgecnn.rpc; the board runs "
                                "python -m edgecnn.rpc_server --tracker HOST:PORT --key KEY)")
-        return Timer(spec)
+        return [Timer(spec)]
     from edgecnn.backends.tvm import rpc as rpc_mod
 
     if not key:
         raise EdgecnnError("--rpc needs --key: the key the board registered with the tracker")
-    return Timer(spec, rpc_mod.request_session(rpc, key, timeout), cross if is_cross(spec) else None)
+    n = max(1, rpc_mod.count_boards(rpc, key, timeout)["free"])
+    boards = [rpc_mod.request_board(rpc, key, timeout, quiet=i > 0) for i in range(n)]
+    return [Timer(spec, session, cross if is_cross(spec) else None, board) for session, board in boards]
 
 
 def run_search(search: Search, *, trials: int | None, minutes: float | None) -> dict:
@@ -256,10 +273,12 @@ def tune(onnx_path: str | Path, target: str, *, trials: int | None = None, minut
         raise EdgecnnError(f"{db} was measured on {previous['measured_on']}: tune into a new --db to change that")
     cross = (tgt.options or {}).get("cross_compiler")
     build.check_cross_compiler(cross, tgt.name)
-    timer = board_timer(spec, rpc, key, timeout, cross)
+    timers = board_timers(spec, rpc, key, timeout, cross)
     found = kernels(lowered(onnx_path, tgt, spec, batch), spec)
-    search = Search(found, cpu_info(spec), timer, read_schedules(db) if previous else {})
+    search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {})
     session = run_search(search, trials=trials, minutes=minutes)
+    if rpc:  # which board timed how many kernels and candidates
+        session["boards"] = {t.board: t.timed for t in timers}
     with atomic_dir(db) as tmp:
         sessions = [*(previous or {}).get("sessions", []), session]
         record = {"format": FORMAT, "version": VERSION, **want, "source": {"onnx": str(onnx_path.resolve())},
