@@ -56,7 +56,7 @@ def latency(onnx_path: Path, est_macs: int) -> dict:
     build = compiler.compile_model(onnx_path, "host", out=onnx_path.parent / "build-host-fp32")
     compile_s = time.perf_counter() - t0
     runs = max(5, min(50, int(20 / max(est_macs / 2e9, 1e-3))))  # untuned TVM: ~2 GMAC/s here
-    report = bench.bench(build, [1], warmup=2, runs=runs, threads=THREADS, compare=["onnxruntime"], plot=False)
+    report = bench.bench(build, batches=[1], warmup=2, runs=runs, threads=THREADS, compare=["onnxruntime"], plot=False)
     p50 = {k: r["batches"]["1"]["p50_ms"] for k, r in report["results"].items()}
     return {"onnxruntime_ms": p50["onnxruntime"], "tvm_ms": p50["tvm"], "tvm_over_ort": p50["tvm"] / p50["onnxruntime"],
             "runs": runs, "tvm_compile_s": compile_s, "load_avg_1min": report["system"]["load_avg_1min"],

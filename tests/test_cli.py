@@ -70,13 +70,13 @@ def test_bad_onnx_is_refused_in_one_line(lenet_onnx, tmp_path, case):
         onnx.save(onnx.load(str(lenet_onnx)), str(path), save_as_external_data=True, location="model.data",
                   size_threshold=0)
         (tmp_path / "model.data").unlink()
-        needles = ["keeps its weights in 'model.data'", "copy that file"]
+        needles = ["its weights are stored in", "model.data, which is missing", "keep the external data"]
     elif case == "rank_3":
         image_model(path, [1, 28, 28])
-        needles = ["shape [1, 28, 28]", "N x C x H x W float32"]
+        needles = ["[1, 28, 28]) is not an image batch", "N x C x H x W"]
     else:
         image_model(path, [1, 1, 28, 28], onnx.TensorProto.INT64)
-        needles = ["N x C x H x W float32"]
+        needles = ["is not an image batch", "N x C x H x W"]
     commands = [("compile", path, "--target", "onnxruntime-cpu", "--out", tmp_path / "build")]
     if case not in ("rank_3", "int64_input"):  # info describes any model, whatever its input
         commands.append(("info", path))

@@ -135,11 +135,11 @@ def test_old_opset_is_upgraded_where_tvm_needs_it(tmp_path):
     """TVM reads Upsample (opset <= 9) and Slice (<= 9) in their newer forms: compile upgrades the graph it
     imports (onnx's converter, Resize's coordinates kept), so the build matches ONNX Runtime on the source."""
     path = upsampling_opset9(tmp_path / "fpn.onnx")
-    from edgecnn.backends.tvm import build as tvm_build
+    from edgecnn.backends.tvm import frontend as tvm_frontend
 
-    assert tvm_build.needed_opset("Upsample", 9) == 10 and tvm_build.needed_opset("Slice", 9) == 10
-    assert tvm_build.needed_opset("Conv", 9) == 9 and tvm_build.needed_opset("BatchNormalization", 9) == 9
-    assert onnx_opset(tvm_build.for_frontend(onnx.load(str(path)))) == 11  # Upsample -> Resize 10 -> 11
+    assert tvm_frontend.needed_opset("Upsample", 9) == 10 and tvm_frontend.needed_opset("Slice", 9) == 10
+    assert tvm_frontend.needed_opset("Conv", 9) == 9 and tvm_frontend.needed_opset("BatchNormalization", 9) == 9
+    assert onnx_opset(tvm_frontend.for_frontend(onnx.load(str(path)))) == 11  # Upsample -> Resize 10 -> 11
     compile_and_verify(path, tmp_path, "random")
 
 

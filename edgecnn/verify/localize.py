@@ -83,7 +83,9 @@ def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, *, board: dict |
         outputs = runner.run(x)
     replay = {"target": built["target"]["name"], "options": man.get("options") or {}, "batch": built["input"]["shape"][0]}
     if built["artifact"].get("tuning"):
-        replay["tuning"] = {k: built["artifact"]["tuning"][k] for k in ("db", "kernels", "kernels_from_db")}
+        scheduled = built["artifact"].get("schedules", {})
+        replay["tuning"] = {"db": built["artifact"]["tuning"]["db"], "kernels": scheduled.get("kernels"),
+                            "kernels_from_db": scheduled.get("tuned")}
     return outputs, replay
 
 

@@ -14,15 +14,16 @@ def _ints(xs):
     return [int(x) for x in xs]
 
 
-def _pad(data, pt, pl, pb, pr):
+def _pad(data, pads):
     from tvm import topi
 
-    if not (pt or pl or pb or pr):
+    pt, pl, pb, pr = pads
+    if not any(pads):
         return data
     return topi.nn.pad(data, [0, pt, pl, 0], [0, pb, pr, 0], name="pad")
 
 
-def conv2d_nhwc(data, weight, strides, padding, dilation, groups, oc_out=None):
+def conv2d_nhwc(data, weight, *, strides, padding, dilation, groups, oc_out=None):
     """out[n,y,x,o] = sum_{kh,kw,rc} pad[n, y*sh+kh*dh, x*sw+kw*dw, g(o)*ICg+rc] * w[kh,kw,rc,o];
     `oc_out` < the weight's output channels: the weight was zero-padded, the result is sliced."""
     from tvm import te
@@ -33,7 +34,7 @@ def conv2d_nhwc(data, weight, strides, padding, dilation, groups, oc_out=None):
     (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, padding, dilation
     oh = (h + pt + pb - (kh_ - 1) * dh - 1) // sh + 1
     ow = (w + pl + pr - (kw_ - 1) * dw - 1) // sw + 1
-    x_ = _pad(data, pt, pl, pb, pr)
+    x_ = _pad(data, (pt, pl, pb, pr))
     kh = te.reduce_axis((0, kh_), "kh")
     kw = te.reduce_axis((0, kw_), "kw")
     if groups == c and icg == 1 and oc == c:

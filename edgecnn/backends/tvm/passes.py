@@ -76,11 +76,24 @@ def clip_to_minmax(mod):
     return relax.transform.DeadCodeElimination()(mod)
 
 
+def drop_dropout(mod):
+    """dropout(x)[0] -> x: inference."""
+    from tvm.relax.dpl import is_op, is_tuple_get_item, rewrite_call, wildcard
+
+    x = wildcard()
+    pattern = is_tuple_get_item(is_op("relax.nn.dropout")(x), 0)
+    mod["main"] = rewrite_call(pattern, lambda _, m: m[x], mod["main"])
+    return mod
+
+
 def to_nhwc(mod):
-    """Activations NHWC, conv weights HWIO, the weights' transposes folded."""
+    """Activations NHWC, conv weights HWIO, the weights' transposes folded. An unfolded BatchNormalization
+    and a Dropout (a model from elsewhere) go first: ConvertLayout cannot carry their tuple results."""
     from tvm import relax
 
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(clip_to_minmax(mod))
+    mod = relax.transform.DecomposeOpsForInference()(drop_dropout(clip_to_minmax(mod)))
+    mod = relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(mod))
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
     return fold_constants(mod)
 
 

@@ -204,7 +204,7 @@ def check_request(onnx_path: Path, tgt, trials: int | None, minutes: float | Non
     require_tvm()
 
 
-def board_timers(spec: dict, rpc: str | None, key: str | None, timeout: float, cross: str | None) -> list[Timer]:
+def board_timers(spec: dict, rpc: str | None, key: str | None, *, timeout: float, cross: str | None) -> list[Timer]:
     """This machine's CPU, or every free board of the key on the tracker (at least one: it waits for one);
     a cross target is timed on its boards only."""
     if not rpc:
@@ -273,7 +273,7 @@ def tune(onnx_path: str | Path, target: str, *, trials: int | None = None, minut
         raise EdgecnnError(f"{db} was measured on {previous['measured_on']}: tune into a new --db to change that")
     cross = (tgt.options or {}).get("cross_compiler")
     build.check_cross_compiler(cross, tgt.name)
-    timers = board_timers(spec, rpc, key, timeout, cross)
+    timers = board_timers(spec, rpc, key, timeout=timeout, cross=cross)
     found = kernels(lowered(onnx_path, tgt, spec, batch), spec)
     search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {})
     session = run_search(search, trials=trials, minutes=minutes)

@@ -69,7 +69,7 @@ def split_vectors(sch, loop, vl, nvec):
     return outer, tile
 
 
-def vectorize_tile(sch, block, depth, vl, max_unroll: int = 64):
+def vectorize_tile(sch, block, depth, vl, *, max_unroll: int = 64):
     """The loops of `block` below `depth` form a register tile: vectorize the innermost by `vl`,
     unroll the loops around it up to `max_unroll` vectors (so that LLVM keeps the tile in registers)."""
     loops = sch.get_loops(block)[depth:]
@@ -168,7 +168,7 @@ def anchor_block(sch, kind):
     return found[0] if len(found) == 1 else None
 
 
-def place_pad(sch, pads, at_loop, mode, cpu, parallel):
+def place_pad(sch, pads, at_loop, *, mode, cpu, parallel):
     """Padding: "inline" (bounds test in the inner loop), "tile" (the padded input window of a tile
     copied under `at_loop`), "full" (the whole padded input first, parallel)."""
     for pad in pads:

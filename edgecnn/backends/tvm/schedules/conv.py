@@ -67,7 +67,7 @@ class Conv2D(Rule):
         conv, pads, out = prepare(sch, self.kind)
         if out is None:
             out = sch.cache_write(conv, 0, "local")
-        n, chunk, mid, xi, o, kh, kw, rc = self._pixel_loops(sch, conv, out, ctx, p)
+        n, chunk, mid, xi, o, kh, kw, rc = self._pixel_loops(sch, conv, out, ctx, p=p)
         oo, tile = split_vectors(sch, o, p["vl"], p["nvec"])
         kb = p.get("kb") or ctx["ic"]
         par = [n, *chunk, oo] if p.get("oc_inner") else [n, oo, *chunk]
@@ -85,10 +85,10 @@ class Conv2D(Rule):
         init = sch.decompose_reduction(conv, first_k)
         vectorize_tile(sch, init, 1, p["vl"])
         vectorize_tile(sch, out, 1, p["vl"])
-        place_pad(sch, pads, outer, p["pad"], cpu, p["parallel"])
+        place_pad(sch, pads, outer, mode=p["pad"], cpu=cpu, parallel=p["parallel"])
 
     @staticmethod
-    def _pixel_loops(sch, conv, out, ctx, p):
+    def _pixel_loops(sch, conv, out, ctx, *, p):
         """(n, chunk loops, mid loops, xi, o, kh, kw, rc): pixels split into register tiles of `xb`, in
         rows (chunk = y), or flattened (1x1) into chunks of `pc` pixels."""
         if not ctx["flat"]:
@@ -156,4 +156,4 @@ class Depthwise(Conv2D):
         init = sch.decompose_reduction(conv, kh)
         vectorize_tile(sch, init, 2, p["vl"])
         vectorize_tile(sch, out, 2, p["vl"])
-        place_pad(sch, pads, at if p["pad"] == "tile" else outer, p["pad"], cpu, p["parallel"])
+        place_pad(sch, pads, at if p["pad"] == "tile" else outer, mode=p["pad"], cpu=cpu, parallel=p["parallel"])
