@@ -79,7 +79,7 @@ def summary_table(s: dict):
               f"top-1 agreement {p.get('top1_agreement', 0):.2f}% on {p['data']}")
     lat = s["latency"]
     t.add_row(f"latency ({s['target']}, batch {lat['batch']})",
-              f"p50 {fmt(lat['p50_ms'])} ms, p99 {fmt(lat['p99_ms'])} ms ({lat['runs']} runs)")
+              f"{p50_text(lat)}, p99 {fmt(lat['p99_ms'])} ms ({lat['runs']} runs)")
     t.add_row("build", s["build"])
     t.add_row("bundle", f"{s['bundle']} ({s['bundle_bytes'] / 1e6:.2f} MB)")
     t.add_row("stage times", ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()))
@@ -122,16 +122,39 @@ def deploy(plan: Plan, precision: str, label: str) -> dict:
     build = stage(f"compile{label}", compiler.compile_model, source, plan.target, precision,
                   plan.run_dir / f"build-{plan.target}-{precision}")
     report = stage(f"verify{label}", verify.verify, build, None, data="test", limit=plan.limit)
-    latency = bench.build_latency(stage(f"bench{label}", bench.bench, build))
+    latency = with_baseline(stage(f"bench{label}", bench.bench, build, compare=["onnxruntime"]))
     return {"build": str(build), "parity": verify.summary(report), "latency": latency,
             "onnx_bytes": Path(source).stat().st_size}
+
+
+def with_baseline(report: dict) -> dict:
+    """The build's latency at its smallest batch, with ONNX Runtime's p50 on the same model beside it (absent
+    for an ONNX Runtime build: it is the baseline)."""
+    from edgecnn import bench
+
+    latency = dict(bench.build_latency(report))
+    ort = report["results"].get("onnxruntime")
+    if ort and report["backend"] != "onnxruntime":
+        b = str(latency["batch"])
+        latency["onnxruntime_p50_ms"] = ort["batches"][b]["p50_ms"]
+        latency["vs_onnxruntime"] = latency["p50_ms"] / latency["onnxruntime_p50_ms"]
+    return latency
+
+
+def p50_text(lat: dict) -> str:
+    """'p50 0.012 ms (ONNX Runtime 0.022 ms: 0.55x)'."""
+    from edgecnn.core.progress import fmt
+
+    text = f"p50 {fmt(lat['p50_ms'])} ms"
+    if "onnxruntime_p50_ms" in lat:
+        text += f" (ONNX Runtime {fmt(lat['onnxruntime_p50_ms'])} ms: {lat['vs_onnxruntime']:.2f}x)"
+    return text
 
 
 def side_by_side(s: dict):
     """One column per precision: top-1 of the build, drop vs fp32, parity, latency, ONNX size."""
     from rich.table import Table
 
-    from edgecnn.core.progress import fmt
 
     cols = {s["precision"]: {"parity": s["parity"], "latency": s["latency"], "build": s["build"],
                              "onnx_bytes": s["onnx_bytes"]}, **s["beside"]}
@@ -148,6 +171,6 @@ def side_by_side(s: dict):
         if "top1_drop" in c["parity"].get("fp32", {}) else "")
     row("parity", lambda c: f"{'pass' if c['parity']['passed'] else 'FAIL'} vs {REFERENCE[c['parity']['against']]}, "
                             f"top-1 agreement {c['parity'].get('top1_agreement', 0):.2f}%")
-    row("latency p50", lambda c: f"{fmt(c['latency']['p50_ms'])} ms" if c.get("latency") else "-")
+    row("latency", lambda c: p50_text(c["latency"]) if c.get("latency") else "-")
     row("ONNX size", lambda c: f"{c['onnx_bytes'] / 1e3:.0f} kB")
     return t

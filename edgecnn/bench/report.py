@@ -79,6 +79,22 @@ def device_lines(report: dict) -> list[str]:
     lines = [f"[bold]device[/] ({escape(name)}): {escape(describe(conditions.brief(r['device'])))}"
              for name, r in report["results"].items() if r.get("device")]
     return lines + [f"[yellow]warning:[/] {escape(w)}" for w in report.get("warnings", [])]
+def baseline_lines(report: dict) -> list[str]:
+    """The build's p50 as a multiple of ONNX Runtime's on the same model, per batch size (the baseline a user
+    would otherwise deploy), or how to get it."""
+    ort = report["ratios"].get("onnxruntime")
+    if report["backend"] == "onnxruntime" or "boards" in report:
+        return []
+    if not ort:
+        return ["no ONNX Runtime baseline in this run (--compare onnxruntime times it on the same model)"]
+    lines = []
+    for b, r in ort.items():
+        x = 1 / r["p50"]
+        verdict = "[green]faster than[/]" if x < 1 else "[yellow]slower than[/]"
+        lines.append(f"batch {b}: the build's p50 is {x:.2f}x ONNX Runtime's ({verdict} ONNX Runtime)")
+    return lines
+
+
 def boards_table(report: dict) -> Table:
     """bench --boards: one row per board and batch size; the last column is its p50 over the boards' median."""
     s = report["settings"]

@@ -27,7 +27,8 @@ def int_list(value: str | None) -> list[int] | None:
               help="time per batch size instead of --runs (default 2, at least 10 runs)")
 @click.option("--threads", type=click.IntRange(1), default=None, help="threads for every backend "
               "(default: the usable CPU cores)")
-@click.option("--compare", default="", help="also run these on the same model: onnxruntime,torch")
+@click.option("--compare", default=None, help="also run these on the same model, side by side: onnxruntime,torch "
+              "or none (default onnxruntime, the baseline a build should beat; none with --rpc)")
 @click.option("--out", default=None, help="JSON report (default BUILD_DIR/bench.json; a .png plot beside it)")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="run on a board of this TVM RPC tracker")
 @click.option("--key", default=None, help="the board's tracker key (default: the build's target name)")
@@ -45,7 +46,9 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
     from edgecnn import bench
     from edgecnn.bench import report as benchreport
 
-    compare = [c.strip() for c in compare.split(",") if c.strip()]
+    if compare is None:
+        compare = "none" if rpc or key else "onnxruntime"
+    compare = [c.strip() for c in compare.split(",") if c.strip() and c.strip() != "none"]
     load = device = None
     if rpc or key:
         load, device = bench.remote_subject(build_dir, rpc, key, timeout=rpc_timeout, threads=threads, compare=compare,
@@ -55,5 +58,7 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
                          lock_clocks=lock_clocks, wait_cool=wait_cool, boards=boards)
     console.print(benchreport.boards_table(report) if "boards" in report else benchreport.table(report))
     for line in benchreport.device_lines(report):
+        console.print(line)
+    for line in benchreport.baseline_lines(report):
         console.print(line)
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")
