@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/tvm_vs_ort.py [--models lenet5_28,mobilenet_v2_224,...] [--tune NAME:M[,M2]...]
         [--repeats 15] [--seconds 0.3] [--out results/tvm_vs_ort.json]
+    .venv/bin/python benchmarks/tvm_vs_ort.py --table-only     # the README block from the JSON
 
 For each model: an untrained checkpoint with random BatchNorm statistics (latency does not depend on the
 weights) -> edgecnn export -> edgecnn compile --target host (untuned: the default schedule rules; timed) and,
@@ -223,6 +224,45 @@ def parse_tune(text: str) -> dict[str, list[float]]:
     return out
 
 
+MARKERS = ("<!-- tvm-vs-ort:start -->", "<!-- tvm-vs-ort:end -->")
+
+
+def markdown(report: dict) -> str:
+    """The README table: per model ONNX Runtime, untuned and tuned TVM (median ms) and their ratios to ORT."""
+    rows = ["| model | input | ONNX Runtime | TVM untuned | untuned / ORT (goal) | TVM tuned | tuned / ORT "
+            "| compile (untuned) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        ms, ratio = r["median_ms"], r["ratio_vs_onnxruntime"]
+        ort = min(ms["onnxruntime"], ms["onnxruntime nospin"])
+        tuned = [k for k in ratio if k.startswith("tvm tuned")]
+        goal = r["goal_untuned"]
+        verdict = "" if ratio["tvm untuned"] <= goal else " **over the goal**"
+        cells = [f"{ms[k]:.3f} ms ({r['tuning'][k]['minutes']:g} min)" for k in tuned] or ["-"]
+        tuned_ratio = [f"{ratio[k]:.2f}x" for k in tuned] or ["-"]
+        compile_s = f"{r['compile_untuned_s']:.0f} s" if r.get("compile_untuned_s") is not None else "-"
+        rows.append(f"| `{r['model']}` | {'x'.join(map(str, r['input'][1:]))} | {ort:.3f} ms | "
+                    f"{ms['tvm untuned']:.3f} ms | {ratio['tvm untuned']:.2f}x (<= {goal:g}x){verdict} | "
+                    f"{'; '.join(cells)} | {'; '.join(tuned_ratio)} | {compile_s} |")
+    m = report["machine"]
+    rows += ["", f"`benchmarks/tvm_vs_ort.py` on {m['cpu']['model_name']} ({m['cpu']['llvm_cpu']}, {m['cores']} cores; "
+                 f"1-minute load average {m['load_avg_1min_start']:.1f} at the start, "
+                 f"{m.get('load_avg_1min_end', float('nan')):.1f} at the end): batch 1, fp32, {report['threads']} "
+                 f"threads each, median of {report['repeats']} interleaved rounds; ORT is the faster of ONNX "
+                 "Runtime spinning (its default) and not spinning in each round; untrained weights."]
+    return "\n".join(rows)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    from edgecnn.core.fileio import atomic_file
+
+    text = readme.read_text()
+    start, end = (text.find(m) for m in MARKERS)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme} lacks the markers {MARKERS[0]} ... {MARKERS[1]}")
+    with atomic_file(readme) as tmp:
+        tmp.write_text(text[:start + len(MARKERS[0])] + "\n" + block + "\n" + text[end:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
@@ -231,7 +271,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=0.3, help="per subject per round")
     ap.add_argument("--out", type=Path, default=RESULTS / "tvm_vs_ort.json")
+    ap.add_argument("--table-only", action="store_true", help="only write the README block from --out")
     args = ap.parse_args()
+    if args.table_only:
+        import json
+
+        update_readme(ROOT / "README.md", markdown(json.loads(args.out.read_text())))
+        return
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     budgets = parse_tune(args.tune)
     names = args.models.split(",")
@@ -246,7 +292,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     plot(report, args.out.with_suffix(".png"))
-    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    update_readme(ROOT / "README.md", markdown(report))
+    console.print(markdown(report))
+    console.print(f"wrote {args.out}, {args.out.with_suffix('.png')} and the README table")
 
 
 if __name__ == "__main__":
