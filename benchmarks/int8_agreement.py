@@ -1,11 +1,13 @@
 """int8 builds against their fake-quant reference: raw and decisive top-1 agreement, through the CLI.
 
     .venv/bin/python benchmarks/int8_agreement.py RUN_DIR [...] [--out DIR] [--tvm-limit 2000] [--qat-epochs 1]
+        [--qat-limit N] [--variants per-channel,per-tensor,qat]
 
 For each RUN_DIR and each quantization (PTQ per-channel, PTQ per-tensor, QAT): `edgecnn quantize RUN_DIR
 --out D [--per-tensor | --method qat --epochs N] --sensitivity 0`, then for ONNX Runtime and TVM host
 `edgecnn compile D/model.int8.onnx --target T --batch 100` and `edgecnn verify BUILD` (TVM on --tvm-limit
-test images when given). Prints the table and writes benchmarks/results/int8_agreement-RUNS.json.
+test images when given; QAT on the first --qat-limit training images when given). Prints the table and writes
+benchmarks/results/int8_agreement-RUNS.json.
 """
 
 import argparse
@@ -35,10 +37,13 @@ def row(run: Path, variant: str, target: str, report: dict) -> dict:
 
 def measure(run: Path, out: Path, args) -> list[dict]:
     rows = []
-    for variant, extra in VARIANTS.items():
+    for variant in args.variants.split(","):
+        extra = [e.format(epochs=args.qat_epochs) for e in VARIANTS[variant]]
+        if variant == "qat" and args.qat_limit:
+            extra += ["--limit", str(args.qat_limit)]
         folder = out / f"{run.name}-{variant}"
         if not (folder / "model.int8.onnx").exists():
-            r = cli("quantize", run, "--out", folder, "--sensitivity", "0", *(e.format(epochs=args.qat_epochs) for e in extra))
+            r = cli("quantize", run, "--out", folder, "--sensitivity", "0", *extra)
             if r.returncode:
                 raise SystemExit(r.stderr)
         for target in TARGETS:
@@ -71,6 +76,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/edgecnn-int8-agreement"))
     ap.add_argument("--tvm-limit", type=int, default=None, help="verify TVM builds on the first N test images")
     ap.add_argument("--qat-epochs", type=int, default=1)
+    ap.add_argument("--qat-limit", type=int, default=None, help="QAT fine-tunes on the first N training images")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"from {', '.join(VARIANTS)}")
     args = ap.parse_args()
     rows = [r for run in args.runs for r in measure(run, args.out, args)]
     print(table(rows))

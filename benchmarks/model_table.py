@@ -25,7 +25,8 @@ import yaml
 from edgecnn import bench, compiler, export, models, verify
 from edgecnn.train import checkpoint, recipe
 from edgecnn.export import macs
-from edgecnn.core.fileio import atomic_file, write_json
+from edgecnn.core.fileio import write_json
+from readme import replace_block
 from edgecnn.core.progress import console
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,15 +155,6 @@ def markdown(results: dict) -> str:
         "tuned, is in the TVM vs ONNX Runtime table (section TVM below):", "", *recipes_table(results)])
 
 
-def update_readme(readme: Path, block: str) -> None:
-    text = readme.read_text()
-    start, end = (text.find(m) for m in MARKERS)
-    if start < 0 or end < start:
-        raise SystemExit(f"{readme} lacks the markers {MARKERS[0]} ... {MARKERS[1]}")
-    with atomic_file(readme) as tmp:
-        tmp.write_text(text[:start + len(MARKERS[0])] + "\n" + block + "\n" + text[end:])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma-separated subset (default: all registered; '' for none)")
@@ -187,7 +179,7 @@ def main() -> None:
             if row:
                 results["recipes"][row["recipe"]] = row
                 write_json(RESULTS, results)
-    update_readme(args.readme, markdown(results))
+    replace_block(args.readme, MARKERS, markdown(results))
     console.print(markdown(results))
 
 

@@ -25,12 +25,13 @@ from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "2")  # before TVM's thread pool starts
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
 
 from edgecnn.core.fileio import write_json  # noqa: E402
 from edgecnn.core.progress import console  # noqa: E402
+from readme import replace_block  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".cache" / "tvm_vs_ort"
@@ -252,17 +253,6 @@ def markdown(report: dict) -> str:
     return "\n".join(rows)
 
 
-def update_readme(readme: Path, block: str) -> None:
-    from edgecnn.core.fileio import atomic_file
-
-    text = readme.read_text()
-    start, end = (text.find(m) for m in MARKERS)
-    if start < 0 or end < start:
-        raise SystemExit(f"{readme} lacks the markers {MARKERS[0]} ... {MARKERS[1]}")
-    with atomic_file(readme) as tmp:
-        tmp.write_text(text[:start + len(MARKERS[0])] + "\n" + block + "\n" + text[end:])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
@@ -276,7 +266,7 @@ def main() -> None:
     if args.table_only:
         import json
 
-        update_readme(ROOT / "README.md", markdown(json.loads(args.out.read_text())))
+        replace_block(ROOT / "README.md", MARKERS, markdown(json.loads(args.out.read_text())))
         return
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     budgets = parse_tune(args.tune)
@@ -292,7 +282,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     plot(report, args.out.with_suffix(".png"))
-    update_readme(ROOT / "README.md", markdown(report))
+    replace_block(ROOT / "README.md", MARKERS, markdown(report))
     console.print(markdown(report))
     console.print(f"wrote {args.out}, {args.out.with_suffix('.png')} and the README table")
 
