@@ -155,7 +155,6 @@ def side_by_side(s: dict):
     """One column per precision: top-1 of the build, drop vs fp32, parity, latency, ONNX size."""
     from rich.table import Table
 
-
     cols = {s["precision"]: {"parity": s["parity"], "latency": s["latency"], "build": s["build"],
                              "onnx_bytes": s["onnx_bytes"]}, **s["beside"]}
     t = Table(title=f"{s['recipe']} on {s['target']}: {' vs '.join(cols)}")
