@@ -82,7 +82,7 @@ def try_model(name: str, work: Path, images: int) -> dict:
         except EdgecnnError as e:
             row[target] = {"error": str(e)}
             continue
-        man = compiler.manifest.read(build)
+        man = manifest.read(build)
         out = next(iter(rep["outputs"].values()))
         row["input"] = {k: man["input"][k] for k in ("shape", "layout", "dtype")}
         row["prepared"] = man["source"]["prepared"]

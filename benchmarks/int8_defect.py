@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgecnn.compiler import manifest
+from edgecnn.core import manifest
 from edgecnn.core.fileio import sha256
 
 ROOT = Path(__file__).resolve().parents[1]

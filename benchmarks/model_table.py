@@ -23,8 +23,9 @@ import torch
 import yaml
 
 from edgecnn import bench, compiler, export, models, verify
-from edgecnn.compiler import manifest
-from edgecnn.train import checkpoint, recipe
+from edgecnn.core import manifest
+from edgecnn.models import checkpoint
+from edgecnn.train import recipe
 from edgecnn.export import macs
 from edgecnn.core.fileio import write_json
 from readme import replace_block

@@ -24,7 +24,7 @@ import onnx
 from edgecnn.backends import reference
 from edgecnn.backends.onnxruntime import OrtRunner, int8_isa, weights_to_uint8
 from edgecnn.quantize import data
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 from edgecnn.verify import compare, noise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecnn.train import checkpoint, recipe
+from edgecnn.models import checkpoint
+from edgecnn.train import recipe
 from edgecnn import export
 from edgecnn.core.progress import console
 from edgecnn.quantize import data, ptq

@@ -39,7 +39,7 @@ def int8_target(path: Path) -> Path:
 
 def bench_model(name: str, args) -> dict:
     from edgecnn import compiler
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
     from edgecnn.backends import tvm as tvm_backend
     from edgecnn.backends.onnxruntime import OrtRunner
     from edgecnn.quantize import quantize

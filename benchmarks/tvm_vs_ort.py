@@ -53,7 +53,8 @@ def make_onnx(name: str) -> Path:
     import torch
 
     from edgecnn import export
-    from edgecnn.train import checkpoint, recipe
+    from edgecnn.models import checkpoint
+    from edgecnn.train import recipe
 
     out = CACHE / name / "model.onnx"
     if out.exists():
@@ -89,6 +90,7 @@ def compiled(onnx: Path, out: Path, tune_db: Path | None = None) -> tuple[Path, 
 def tuned_dbs(name: str, onnx: Path, budgets: list[float]) -> list[tuple[float, Path, dict]]:
     """(minutes, database, record) per cumulative budget: each one continues a copy of the previous."""
     from edgecnn.backends.tvm import tune, tunedb
+    from edgecnn.compiler import targets
 
     out, prev_db, prev_min = [], None, 0.0
     for minutes in sorted(budgets):
@@ -97,7 +99,7 @@ def tuned_dbs(name: str, onnx: Path, budgets: list[float]) -> list[tuple[float, 
             if prev_db:
                 shutil.copytree(prev_db, db, dirs_exist_ok=True)
             console.print(f"[bold]{name}[/]: tuning for {minutes - prev_min:g} more minutes")
-            tune.tune(onnx, "host", minutes=minutes - prev_min, db=db)
+            tune.tune(onnx, targets.load("host"), minutes=minutes - prev_min, db=db)
         out.append((minutes, db, tunedb.read_record(db)))
         prev_db, prev_min = db, minutes
     return out
@@ -147,7 +149,7 @@ class OrtNoSpin:
 def bench_model(name: str, budgets: list[float], args) -> dict:
     from edgecnn import backends
     from edgecnn.backends.onnxruntime import OrtRunner
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     onnx = make_onnx(name)
     untuned, compile_s = compiled(onnx, CACHE / name / "build-host")

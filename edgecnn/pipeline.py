@@ -38,7 +38,7 @@ def run(recipe_path: str | Path, *, target: str = "host", precision: str | None 
     """train -> export -> compile -> verify -> bench -> bundle; returns the summary (also printed as a table)."""
     from edgecnn import export, train
     from edgecnn.deploy import bundle
-    from edgecnn.train import checkpoint
+    from edgecnn.models import checkpoint
 
     rec = recipe_mod.load(recipe_path)
     precisions = precision_list(precision, target)

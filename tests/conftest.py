@@ -143,7 +143,8 @@ def mobilenet_run(tmp_path_factory) -> Path:
     """An untrained MobileNet v2 (alpha 0.35) checkpoint with random BatchNorm statistics, so BN folding is visible."""
     import torch
 
-    from edgecnn.train import checkpoint, recipe
+    from edgecnn.models import checkpoint
+    from edgecnn.train import recipe
 
     root = tmp_path_factory.mktemp("mnv2")
     rec = recipe.parse({"name": "mnv2", "model": {"name": "mobilenet_v2", "alpha": 0.35}})

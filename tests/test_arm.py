@@ -14,7 +14,8 @@ from cpp_build import missing, run_app
 
 from edgecnn import backends, compiler, data
 from edgecnn.verify import compare
-from edgecnn.compiler import manifest, targets
+from edgecnn.compiler import targets
+from edgecnn.core import manifest
 from edgecnn.core.errors import EdgecnnError
 
 pytestmark = pytest.mark.arm

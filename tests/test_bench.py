@@ -8,10 +8,11 @@ from conftest import run_cli
 from device_trees import path_with, raspberry_pi4, write
 
 from edgecnn import bench
-from edgecnn.compiler import manifest
+from edgecnn.core import manifest
 from edgecnn.backends import Runner
 from edgecnn.backends.base import MIN_RUNS
-from edgecnn.bench import conditions, report as benchreport
+from edgecnn.bench import report as benchreport
+from edgecnn.device import conditions
 from edgecnn.core.errors import EdgecnnError
 
 STAT_FIELDS = {"batch", "runs", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",

@@ -4,7 +4,7 @@ import pytest
 from conftest import run_cli
 
 from edgecnn import compiler
-from edgecnn.compiler import manifest
+from edgecnn.core import manifest
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256
 

@@ -1,4 +1,4 @@
-"""Device state, power and clocks (edgecnn.bench.device, power, clocks, conditions): this machine's real
+"""Device state, power and clocks (edgecnn.device.state, power, clocks, conditions): this machine's real
 sysfs, and Jetson / Raspberry Pi file trees and tools in their real formats (tests/device_trees.py)."""
 
 import json
@@ -11,7 +11,8 @@ from device_trees import (JP5_AGX_ORIN_CLOCKS, JP5_AGX_ORIN_TEGRASTATS, JP5_NVPM
                           LOCKED_NANO_CLOCKS, cpus, ina3221, orin_nano_jp6, path_with, printing, raspberry_pi4,
                           streaming, tool, write, zones)
 
-from edgecnn.bench import clocks, conditions, device, power
+from edgecnn.device import clocks, conditions, power
+from edgecnn.device import state as device
 
 FACTS = ("cpufreq", "thermal", "raspberry_pi", "jetson", "nvidia_smi")
 

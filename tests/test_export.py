@@ -3,7 +3,7 @@ import onnx
 import pytest
 import torch
 
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 from edgecnn import export
 from edgecnn.core import onnx_utils
 from edgecnn.backends.onnxruntime import OrtRunner

@@ -1,4 +1,4 @@
-"""edgecnn.core.image_model, edgecnn.data.preprocess and the opset conversion: what edgecnn reads from an ONNX
+"""edgecnn.data.image_model, edgecnn.data.preprocess and the opset conversion: what edgecnn reads from an ONNX
 made elsewhere, and the one-line errors for what it does not take."""
 
 import numpy as np
@@ -9,7 +9,8 @@ from foreign_models import caffe_zoo, dynamic_hw, keras_nhwc, squeezenet_like, u
 from onnx import TensorProto as T
 from onnx import helper
 
-from edgecnn.core import image_model, onnx_utils
+from edgecnn.core import onnx_utils
+from edgecnn.data import image_model
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.data import preprocess
 

@@ -10,6 +10,11 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "edgecnn"
+# the stages, lowest first: a package imports only from lower ranks (and within itself); README "Where the
+# code is" states the same order. Modules at the top of the package (pipeline, runtime, rpc, rpc_server,
+# __main__) are entry points: the top rank.
+STAGES = [("core", "device"), ("data", "models"), ("backends",), ("train", "export", "compiler"),
+          ("verify", "bench"), ("quantize",), ("deploy", "pipeline", "testing", "cli")]
 MAX_POSITIONAL = 4  # a function with more parameters takes the rest by keyword
 # methods whose signature a library fixes (MetaSchedule calls apply() positionally)
 FIXED_SIGNATURES = {"apply"}
@@ -87,6 +92,47 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def stage_rank(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:  # the package itself (its version, its path): loaded before any of its modules
+        return -1
+    ranks = {name: i for i, names in enumerate(STAGES) for name in names}
+    return ranks.get(parts[1], len(STAGES) - 1)
+
+
+def stage_of(module: str) -> str:
+    return module.split(".")[1] if "." in module else module
+
+
+def test_stages_import_downward_only():
+    """Every edgecnn import, lazy ones inside functions included, goes to a lower stage or stays in its own."""
+    upward = [f"{importer} ({stage_of(importer)}) imports {source} ({stage_of(source)})"
+              for importer, targets in graph().items() if importer != "edgecnn" for source in targets
+              if stage_of(source) != stage_of(importer) and stage_rank(source) >= stage_rank(importer)
+              and not (stage_rank(source) == stage_rank(importer) == len(STAGES) - 1)]
+    assert not upward, upward
+    assert graph()["edgecnn"] <= {"edgecnn.core.errors"}  # the package itself: its error type only
+
+
+def test_stage_order_is_the_readme_s():
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("Stages, lowest first:"))
+    assert line == "Stages, lowest first: " + " < ".join(", ".join(names) for names in STAGES) + "."
+
+
+def test_the_device_package_is_a_standard_library_leaf():
+    """A board's RPC server imports edgecnn.device with nothing but Python and the TVM runtime."""
+    allowed = set(sys.stdlib_module_names) | {"edgecnn"}
+    for path in (PACKAGE / "device").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+                if name.startswith("edgecnn"):
+                    assert name.startswith("edgecnn.device"), f"{path.name} imports {name}"
 
 
 def test_no_private_name_imported_across_packages():

@@ -5,7 +5,8 @@ import pytest
 from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecnn.train import checkpoint, recipe
+from edgecnn.models import checkpoint
+from edgecnn.train import recipe
 from edgecnn import export
 from edgecnn.export import macs
 from edgecnn.core.errors import EdgecnnError

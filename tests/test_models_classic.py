@@ -11,9 +11,10 @@ import torch.nn as nn
 from cpp_build import run_app
 
 from edgecnn import backends, compiler, export, models, verify
-from edgecnn.train import checkpoint, recipe
+from edgecnn.models import checkpoint
+from edgecnn.train import recipe
 from edgecnn.verify import compare
-from edgecnn.compiler import manifest
+from edgecnn.core import manifest
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.models.densenet import DenseLayer, DenseNet, Transition
 from edgecnn.models.googlenet import Inception

@@ -95,7 +95,7 @@ def test_uint8_weights_hold_the_same_values(lenet_int8, tmp_path):
 
 def test_compile_applies_the_fix_where_this_cpu_needs_it_and_records_it(lenet_int8, tmp_path):
     from edgecnn import compiler
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     build = compiler.compile_model(lenet_int8[1] / "model.int8.onnx", "onnxruntime-cpu", "int8", tmp_path / "b")
     man, isa = manifest.read(build), ort_backend.int8_isa()

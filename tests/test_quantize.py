@@ -9,7 +9,7 @@ import yaml
 from conftest import run_cli
 from onnx import TensorProto, numpy_helper
 
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 from edgecnn import compiler, models, verify
 from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 from edgecnn.deploy import bundle, runtime
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 from edgecnn.data import load_idx_split, normalize
 from edgecnn.core.errors import EdgecnnError
 

@@ -15,7 +15,8 @@ from conftest import ROOT, run_cli
 from test_qdqlint import fp32_onnx, good  # noqa: F401 (fixtures)
 
 from edgecnn import compiler
-from edgecnn.compiler import manifest, targets
+from edgecnn.compiler import targets
+from edgecnn.core import manifest
 from edgecnn.backends import tensorrt
 from edgecnn.backends.tensorrt import compat as trt_compat, device, onnx as trt_onnx
 from edgecnn.core import onnx_utils

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 from edgecnn import bench, verify
-from edgecnn.compiler import manifest
+from edgecnn.core import manifest
 from edgecnn.deploy import bundle
 from edgecnn.testing import BudgetError, assert_parity, open_build
 
@@ -132,3 +132,25 @@ def test_a_bundle_is_held_to_what_it_recorded(ort_build):
         assert "recorded in the bundle by edgecnn verify" in str(e.value)
         with pytest.raises(BudgetError, match="measured against torch, not onnxruntime"):
             assert_parity(b, against="onnxruntime")
+
+
+def test_accuracy_on_given_images_preprocesses_as_the_manifest_says(tmp_path):
+    """(images, labels) from an application go through data.preprocess, as verify and the runtime do: an NHWC
+    model with a 3-value mean, a scale and BGR channels (a copy of the normalization once broke on these)."""
+    import numpy as np
+    import onnxruntime as ort
+    from foreign_models import keras_nhwc
+
+    from edgecnn import compiler
+    from edgecnn.testing import assert_accuracy
+
+    path = keras_nhwc(tmp_path / "keras.onnx")
+    given = {"scale": "1/127.5", "mean": [0.9, 1.0, 1.1], "std": [1.0, 0.9, 0.8], "channel_order": "bgr"}
+    build = compiler.compile_model(path, "onnxruntime-cpu", out=tmp_path / "ort", given=given)
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)  # N x H x W x C, RGB
+    x = (pixels[..., ::-1] / 127.5 - np.array([0.9, 1.0, 1.1])) / np.array([1.0, 0.9, 0.8])
+    want = ort.InferenceSession(str(path)).run(None, {"input_1": x.astype(np.float32)})[0].argmax(1)
+    assert assert_accuracy(build, 100.0, data=(pixels, want)) == 100.0
+    assert assert_accuracy(build, 100.0, data=(pixels.transpose(0, 3, 1, 2), want)) == 100.0  # N x C x H x W
+    with pytest.raises(Exception, match="uint8"):
+        assert_accuracy(build, 0.0, data=(pixels.astype(np.float32), want))

@@ -6,7 +6,8 @@ import torch
 from conftest import run_cli
 
 from edgecnn import train
-from edgecnn.train import checkpoint, engine, recipe
+from edgecnn.models import checkpoint
+from edgecnn.train import engine, recipe
 from edgecnn.core.errors import EdgecnnError
 
 

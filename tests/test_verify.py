@@ -65,7 +65,7 @@ def test_tolerance_override(lenet_onnx, tmp_path):
 def test_wrong_input_shape(lenet_onnx, tmp_path):
     build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b")
     from edgecnn import backends
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     man = manifest.read(build)
     with backends.require("tvm").load(build, man) as runner, pytest.raises(EdgecnnError, match="does not fit"):
@@ -122,7 +122,7 @@ def append_sqrt(model):
 
 def claim_source(build, onnx_path):
     """The build now says it was compiled from `onnx_path`: a build that computes something else."""
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
     from edgecnn.core.fileio import sha256
 
     man = manifest.read(build)
@@ -131,7 +131,7 @@ def claim_source(build, onnx_path):
 
 def test_nan_in_the_build_fails_naming_count_first_sample_and_node(lenet_onnx, tmp_path):
     from edgecnn.backends.onnxruntime import OrtRunner
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     src = edited(lenet_onnx, tmp_path / "nan.onnx", append_sqrt)
     build = compiler.compile_model(src, "onnxruntime-cpu", out=tmp_path / "b")

@@ -12,10 +12,10 @@ so they never special-case a backend. Each backend module holds `backend`, an in
 import importlib
 from importlib import metadata
 
-from edgecnn.backends.base import Backend, QdqForm, Runner, run_batches
+from edgecnn.backends.base import CHUNK, Backend, QdqForm, Runner, run_batches
 from edgecnn.core.errors import EdgecnnError, suggest
 
-__all__ = ["Backend", "QdqForm", "Runner", "run_batches", "get", "require", "load_runner", "names", "availability",
+__all__ = ["CHUNK", "Backend", "QdqForm", "Runner", "run_batches", "get", "require", "load_runner", "names", "availability",
            "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
 
 MODULES = {"torch": "edgecnn.backends.pytorch", "onnxruntime": "edgecnn.backends.onnxruntime",
@@ -43,14 +43,14 @@ def require(name: str) -> Backend:
     return backend
 
 
-def load_runner(build_dir, manifest: dict, board: dict | None = None) -> Runner:
+def load_runner(build_dir, manifest: dict, board: dict | None = None, *, threads: int | None = None) -> Runner:
     """A build's runner here, or on a board of an RPC tracker (board: {"rpc": HOST:PORT, "key": KEY,
-    "timeout": seconds}; Backend.remote)."""
+    "timeout": seconds}; Backend.remote): the one way from a manifest to a runner."""
     if board:
         load = get(manifest["backend"]).remote(build_dir, board["rpc"], board.get("key"),
-                                               timeout=board.get("timeout", 10.0))
+                                               timeout=board.get("timeout", 10.0), threads=threads)
         return load()
-    return require(manifest["backend"]).load(build_dir, manifest)
+    return require(manifest["backend"]).load(build_dir, manifest, threads=threads)
 
 
 def availability() -> dict[str, str | None]:

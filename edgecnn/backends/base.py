@@ -15,6 +15,7 @@ from edgecnn.core.errors import EdgecnnError
 
 DEFAULT_SECONDS = 2.0  # timing: as many runs as fit in this, at least MIN_RUNS
 MIN_RUNS, MAX_RUNS = 10, 100_000
+CHUNK = 256  # samples per call when a runner goes through a dataset (verify, accuracy budgets)
 
 
 class Runner:
@@ -74,7 +75,7 @@ class Runner:
         return None
 
     def device_probe(self):
-        """What reads the state and power of the device this runner runs on (edgecnn.bench.conditions.Probe's
+        """What reads the state and power of the device this runner runs on (edgecnn.device.conditions.Probe's
         methods), or None: bench then reads this machine."""
         return None
 
@@ -133,7 +134,7 @@ class Backend:
     def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> Runner:
         raise NotImplementedError
 
-    def tune(self, onnx_path, target: str, **opts) -> tuple:
+    def tune(self, onnx_path, target, **opts) -> tuple:
         """Tune a model's kernels for a target into a database `compile --tune-db` applies: (db, record)."""
         raise EdgecnnError(f"the {self.name} backend has nothing to tune")
 

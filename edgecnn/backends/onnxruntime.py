@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecnn.backends.base import Backend, QdqForm, Runner
+from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError, MissingDependency, Unsupported
 
 ONNX_TYPES = {"float": "float32", "double": "float64"}  # ONNX Runtime's element type names numpy spells otherwise
@@ -52,7 +53,6 @@ class OrtRunner(Runner):
         return dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
 
 
-WEIGHTED = ("Conv", "Gemm", "MatMul")
 ISA_FLAGS = ("AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512VNNI", "ASIMD", "ASIMDDP")  # numpy's names
 SAFE_WEIGHT = 64  # |int8 weight| <= 64: a u8 x s8 pair sum (255 * 64 * 2) fits int16
 
@@ -78,7 +78,7 @@ def int8_isa() -> dict:
 def _weight_dqs(model):
     """DequantizeLinear nodes of int8 weights (initializers) that feed a Conv/Gemm/MatMul."""
     inits = {i.name: i for i in model.graph.initializer}
-    users = {i for n in model.graph.node if n.op_type in WEIGHTED for i in n.input[1:2]}
+    users = {i for n in model.graph.node if n.op_type in onnx_utils.WEIGHTED for i in n.input[1:2]}
     return [(n, inits[n.input[0]]) for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in users
             and n.input[0] in inits and inits[n.input[0]].data_type == 3]  # 3: INT8
 

@@ -14,7 +14,7 @@ class TorchRunner(Runner):
     def __init__(self, checkpoint_path: str | Path, threads: int | None = None):
         import torch
 
-        from edgecnn.train import checkpoint
+        from edgecnn.models import checkpoint
 
         if threads:
             torch.set_num_threads(threads)

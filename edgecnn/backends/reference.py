@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecnn.core.errors import EdgecnnError
-from edgecnn.core.image_model import MIN_OPSET
+from edgecnn.data.image_model import MIN_OPSET
 from edgecnn.core.fileio import sha256
 
 AGAINST = ("torch", "onnxruntime", "fakequant")

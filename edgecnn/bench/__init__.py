@@ -50,7 +50,8 @@ import numpy as np
 
 from edgecnn import backends
 from edgecnn.backends.base import DEFAULT_SECONDS
-from edgecnn.bench import conditions, system
+from edgecnn.bench import system
+from edgecnn.device import conditions
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.fileio import write_json
 
@@ -59,16 +60,15 @@ COMPARE = ("onnxruntime", "torch")
 
 def load_build(build_dir: str, threads: int | None):
     """The build's own runner on this machine."""
-    from edgecnn.compiler import manifest as manifest_mod
+    from edgecnn.core import manifest as manifest_mod
 
-    man = manifest_mod.read(build_dir, check_files=False)
-    return backends.require(man["backend"]).load(build_dir, man, threads=threads)
+    return backends.load_runner(build_dir, manifest_mod.read(build_dir, check_files=False), threads=threads)
 
 
 def load_reference(build_dir: str, against: str, threads: int | None):
     """A reference on the build's model (onnxruntime, torch), as verify defines it."""
     from edgecnn.backends import reference
-    from edgecnn.compiler import manifest as manifest_mod
+    from edgecnn.core import manifest as manifest_mod
 
     return reference.load_for(build_dir, manifest_mod.read(build_dir, check_files=False), against, threads=threads)
 
@@ -210,7 +210,7 @@ def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: 
     if compare:
         raise EdgecnnError("--compare runs here and --rpc on the board: a ratio of two machines means little; "
                            "bench the references without --rpc")
-    from edgecnn.compiler import manifest as manifest_mod
+    from edgecnn.core import manifest as manifest_mod
 
     man = manifest_mod.read(build_dir, check_files=False)
     backend = backends.get(man["backend"])
@@ -244,7 +244,7 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
     or below this many degrees C. boards: time `load` on that many boards at once (each call of a remote
     loader holds another board): the report's `boards` and `spread`, results = the first.
     """
-    from edgecnn.compiler import manifest as manifest_mod  # here: the device modules import on boards without it
+    from edgecnn.core import manifest as manifest_mod  # here: the device modules import on boards without it
 
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)

@@ -5,7 +5,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from edgecnn.bench import conditions
+from edgecnn.device import conditions
 from edgecnn.core.progress import fmt
 
 COLUMNS = ("backend", "batch", "runs", "mean ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "std ms", "img/s",

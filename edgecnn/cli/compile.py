@@ -37,7 +37,7 @@ def batch_of(batch: str | None, input_shape: str | None) -> int | None:
         value = batch_option(batch)
         return None if value == "dynamic" else value
     if input_shape:
-        from edgecnn.core.image_model import parse_shape
+        from edgecnn.data.image_model import parse_shape
 
         return parse_shape(input_shape)[1][0]
     return 1
@@ -68,7 +68,7 @@ def dla_option(value: str | None):
 def build_cmd(build_dir, dla_core, force, timing_cache):
     """Finish BUILD_DIR on this device: the TensorRT engine of a `compile --target jetson...` build, recorded."""
     from edgecnn import backends
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     man = manifest.read(build_dir)
     done = backends.get(man["backend"]).finish(build_dir, man, dla_core=dla_option(dla_core), force=force,

@@ -13,7 +13,7 @@ def floats(ctx, param, value: str | None) -> list[float] | None:
 
 
 def model_facts(command):
-    """--input-shape, --layout, --mean, --std, --scale, --channel-order, --labels (edgecnn.core.image_model)."""
+    """--input-shape, --layout, --mean, --std, --scale, --channel-order, --labels (edgecnn.data.image_model)."""
     options = [
         click.option("--input-shape", default=None, metavar="[NAME:]1x224x224x3",
                      help="fix the image input's dynamic dimensions (N for a dynamic batch)"),

@@ -32,7 +32,7 @@ def tune_cmd(onnx_path, target, *, minutes, trials, db, batch, rpc, key, rpc_tim
         tunable = [t.name for t in targets.all_targets() if backends.get(t.backend).tunable]
         raise EdgecnnError(f"target '{tgt.name}' uses {tgt.backend}, which has nothing to tune: edgecnn tune "
                            f"tunes {', '.join(tunable)}")
-    path, record = backend.tune(onnx_path, target, minutes=minutes, trials=trials, db=db, rpc=rpc, key=key,
+    path, record = backend.tune(onnx_path, tgt, minutes=minutes, trials=trials, db=db, rpc=rpc, key=key,
                                 batch=batch, timeout=rpc_timeout)
     last = record["sessions"][-1]
     est = last["estimate_ms"]

@@ -7,8 +7,10 @@
 from pathlib import Path
 
 from edgecnn import backends
-from edgecnn.compiler import manifest, targets
-from edgecnn.core import image_model, onnx_utils
+from edgecnn.compiler import targets
+from edgecnn.core import manifest
+from edgecnn.core import onnx_utils
+from edgecnn.data import image_model
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, sha256
 
@@ -54,7 +56,8 @@ def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: s
         "model": facts["model"], "recipe": meta.get("recipe"), "labels": facts["labels"], "input": inp,
         "outputs": outs, "data": meta.get("data"), "target": tgt.raw, "backend": tgt.backend, "precision": precision,
         "artifact": artifact, "source": source(onnx_path, model, meta, changes=changes, data_files=data_files),
-        "quantization": meta.get("quantization"), "options": recorded_options(opts)})
+        "quantization": meta.get("quantization"), "options": recorded_options(opts)},
+        tools=backends.tool_versions())
 
 
 def recorded_options(opts: dict) -> dict:

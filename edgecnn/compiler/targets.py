@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 
 from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.manifest import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED = ("name", "backend", "precision", "precisions")
 
 

@@ -6,7 +6,10 @@ import json
 import re
 from pathlib import Path
 
+from edgecnn.core import tolerance
 from edgecnn.core.errors import EdgecnnError
+
+WEIGHTED = ("Conv", "Gemm", "MatMul")  # the ops whose second input is a weight that int8 quantizes
 
 PREFIX = "edgecnn."
 MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
@@ -204,8 +207,8 @@ def same_outputs(a, b, what: str, atol: float = 1e-4) -> None:
         rng.standard_normal(shape).astype(np.float16 if inp.type.tensor_type.elem_type == 10 else np.float32)
     want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
                  .run(None, {inp.name: x}) for m in (a, b))
-    err = max(float(np.abs(g.astype(np.float64) - w).max()) for g, w in zip(got, want))
-    if err > atol * max(1.0, max(float(np.abs(w).max()) for w in want)):
+    err = max(tolerance.max_abs(g, w) for g, w in zip(got, want))
+    if not tolerance.within(err, atol, tolerance.magnitude(*want)):
         raise EdgecnnError(f"{what} changed the model's outputs by {err:.2e}")
 
 

@@ -47,6 +47,27 @@ def takes_pixels(spec: dict) -> bool:
     return spec.get("dtype", "float32") == "uint8"
 
 
+def pixels_nchw(a: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 pixels as H x W, H x W x C, N x C x H x W or N x H x W x C (C = 1 or 3) -> N x C x H x W for a
+    model of `channels` channels (grey images are widened later, by fit)."""
+    if a.dtype != np.uint8:
+        raise EdgecnnError(f"images must be uint8 pixels (0-255), got {a.dtype}: the model's own "
+                           "normalization is applied here")
+    if a.ndim == 2:
+        a = a[None, None]
+    elif a.ndim == 3 and a.shape[-1] in (1, 3):
+        a = a.transpose(2, 0, 1)[None]
+    elif a.ndim == 4 and a.shape[1] not in (1, 3) and a.shape[-1] in (1, 3):
+        a = a.transpose(0, 3, 1, 2)
+    elif a.ndim != 4:
+        raise EdgecnnError(f"cannot read an image array of shape {list(a.shape)}: pass H x W, H x W x C, "
+                           "N x C x H x W or N x H x W x C (C = 1 or 3)")
+    if a.shape[1] != channels and not (a.shape[1] == 1 and channels == 3):
+        raise EdgecnnError(f"the model takes {channels}-channel images, got {a.shape[1]} channels: "
+                           "convert them first (e.g. Pillow .convert('L'))")
+    return np.ascontiguousarray(a)
+
+
 def preprocess(images: np.ndarray, spec: dict) -> np.ndarray:
     """uint8 N x C x H x W images (RGB or grey) -> the model's input: channel order, scale/mean/std, layout."""
     x = np.asarray(images)

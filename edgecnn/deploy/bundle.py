@@ -52,7 +52,7 @@ def bundle_manifest(build_man: dict, hashes: dict) -> dict:
 
 def pack(build_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write BUILD_DIR's artifact, a bundle manifest and a README into one .tar.gz (atomically)."""
-    from edgecnn.compiler import manifest as manifest_mod
+    from edgecnn.core import manifest as manifest_mod
 
     build_dir = Path(build_dir)
     build_man = manifest_mod.read(build_dir)

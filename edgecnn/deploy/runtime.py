@@ -48,7 +48,7 @@ class Model:
         self.scores = next((o for o in manifest["outputs"] if o.get("classes")), manifest["outputs"][0])
         count = self.scores.get("classes") or self.scores["shape"][-1]
         self.labels = manifest.get("labels") or [str(i) for i in range(count)]
-        self.runner = backends.require(manifest["backend"]).load(folder, manifest, threads=threads)
+        self.runner = backends.load_runner(folder, manifest, threads=threads)
 
     def preprocess(self, images) -> np.ndarray:
         """Image file path(s) or uint8 arrays (HxW, HxWxC, NCHW or NHWC), or a list of them -> the model's input
@@ -65,25 +65,11 @@ class Model:
         return self._array_nchw(np.asarray(item))
 
     def _array_nchw(self, a: np.ndarray) -> np.ndarray:
-        if a.dtype != np.uint8:
-            raise EdgecnnError(f"images must be uint8 pixels (0-255), got {a.dtype}: the model's own "
-                               "normalization is applied here")
-        if a.ndim == 2:
-            a = a[None, None]
-        elif a.ndim == 3 and a.shape[-1] in (1, 3):
-            a = a.transpose(2, 0, 1)[None]
-        elif a.ndim == 4 and a.shape[1] not in (1, 3) and a.shape[-1] in (1, 3):
-            a = a.transpose(0, 3, 1, 2)
-        elif a.ndim != 4:
-            raise EdgecnnError(f"cannot read an image array of shape {list(a.shape)}: pass H x W, H x W x C, "
-                               "N x C x H x W or N x H x W x C (C = 1 or 3)")
-        if a.shape[1] != self.channels and not (a.shape[1] == 1 and self.channels == 3):
-            raise EdgecnnError(f"the model takes {self.channels}-channel images, got {a.shape[1]} channels: "
-                               "convert them first (e.g. Pillow .convert('L'))")
+        a = preprocess.pixels_nchw(a, self.channels)
         if a.shape[2] != a.shape[3]:
             raise EdgecnnError(f"images are {a.shape[2]}x{a.shape[3]}: the model takes square "
                                f"{self.height}x{self.width} images; crop them first")
-        return np.ascontiguousarray(a)
+        return a
 
     def logits(self, images) -> np.ndarray:
         """The class scores, N x classes: logits, or probabilities for a model with a Softmax head."""

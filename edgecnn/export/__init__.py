@@ -15,10 +15,10 @@ import onnx
 import torch
 import yaml
 
-from edgecnn.core import onnx_utils
+from edgecnn.core import onnx_utils, tolerance
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_file, sha256
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 
 EXPORT_ATOL = 1e-4
 
@@ -87,7 +87,7 @@ def from_module(module: torch.nn.Module, input_shape, out: str | Path = "model.o
 
     input_shape: C x H x W (or N x C x H x W, or '1x3x224x224'); mean, std, scale (default 1/255),
     channel_order and labels (a list or a file) are the preprocessing and class names, recorded once."""
-    from edgecnn.core import image_model
+    from edgecnn.data import image_model
     from edgecnn.data.preprocess import geometry
 
     shape = image_model.parse_shape(input_shape)[1][1:] if isinstance(input_shape, str) else list(input_shape)[-3:]
@@ -140,9 +140,8 @@ def check_against_torch(model, onnx_path: Path, spec: dict, n: int = 8) -> float
     with torch.inference_mode():
         want = model(torch.from_numpy(x)).numpy()
     got = runner.run(x)["logits"]
-    err = float(np.abs(got - want).max())
-    scale = max(1.0, float(np.abs(want).max()))  # float32 rounding grows with the logits (a user's module)
-    if err > EXPORT_ATOL * scale:
+    err, scale = tolerance.max_abs(got, want), tolerance.magnitude(want)
+    if not tolerance.within(err, EXPORT_ATOL, scale):
         raise EdgecnnError(f"exported ONNX differs from PyTorch by {err:.2e} (> {EXPORT_ATOL} x {scale:.3g}, the "
                            "largest logit): export refused")
     return err

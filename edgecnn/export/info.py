@@ -9,7 +9,7 @@ from edgecnn.export import macs
 
 def describe(onnx_path: Path, input_shape: str | None = None) -> dict:
     """What edgecnn info shows; input_shape fixes a dynamic image input (MODEL.yaml's is used too)."""
-    from edgecnn.core import image_model
+    from edgecnn.data import image_model
 
     model = onnx_utils.load(onnx_path)
     dims = onnx_utils.dims(onnx_utils.real_inputs(model)[0])[1:]

@@ -140,7 +140,7 @@ def _quantize(src: Path, out, opts: Options, world) -> dict:
 
 def run_dir_job(run_dir: Path, opts: Options, work: Path, world) -> Job:
     """A trained RUN_DIR: its checkpoint exported at opts.opset, its recipe's test split."""
-    from edgecnn.train import checkpoint
+    from edgecnn.models import checkpoint
 
     model, spec = checkpoint.load(run_dir)
     rec = data.recipe(run_dir)
@@ -277,7 +277,7 @@ def run_qat(job: Job, ranges: dict, skip: list) -> tuple[Path, dict]:
     import torch
 
     from edgecnn.quantize import ptq, qat
-    from edgecnn.train import checkpoint
+    from edgecnn.models import checkpoint
 
     opts, work = job.opts, job.work
     lr = opts.lr or job.rec.optim.lr / 50
@@ -303,7 +303,7 @@ def qat_rank(run_dir: Path, opts: Options, world) -> None:
     import onnx
 
     from edgecnn.quantize import qat
-    from edgecnn.train import checkpoint
+    from edgecnn.models import checkpoint
 
     model, _ = checkpoint.load(run_dir)
     ranges, skip, fp32, lr = world.broadcast(None)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.core import image_model, onnx_utils
+from edgecnn.core import onnx_utils
+from edgecnn.data import image_model
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256
 from edgecnn.quantize.data import Batch
@@ -19,7 +20,7 @@ SEED = 0  # the calibration images are a fixed random sample of the folder
 
 
 def prepare_fp32(onnx_path: Path, dest: Path, *, opset: int, given: dict | None) -> dict:
-    """The model with the image-model fixes (core.image_model), at `opset`, with edgecnn's metadata; returns
+    """The model with the image-model fixes (data.image_model), at `opset`, with edgecnn's metadata; returns
     the spec (model, input, classes) the quantization reads."""
     model = onnx_utils.load(onnx_path)
     meta = onnx_utils.read_meta(model)

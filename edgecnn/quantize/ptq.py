@@ -25,9 +25,9 @@ import numpy as np
 from edgecnn import backends
 from edgecnn.backends import DEFAULT_QDQ_FORM, QdqForm, qdq_form, run_batches
 from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.onnx_utils import WEIGHTED
 from edgecnn.core.progress import progress_bar
 
-WEIGHTED = ("Conv", "Gemm", "MatMul")
 ALGOS = ("minmax", "percentile", "entropy", "mse")
 ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "Percentile"}
 

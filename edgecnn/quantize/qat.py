@@ -73,7 +73,7 @@ class QuantLinear(nn.Module):
 
 def onnx_keys(model) -> dict[tuple, str]:
     """{("out"|"in", module): ONNX tensor} for the activations of an exported model (see fx_key)."""
-    from edgecnn.quantize.ptq import WEIGHTED
+    from edgecnn.core.onnx_utils import WEIGHTED
 
     inits = {i.name for i in model.graph.initializer}
     weighted = [(n, n.input[1].removesuffix(".weight")) for n in model.graph.node

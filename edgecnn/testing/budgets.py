@@ -9,7 +9,7 @@ import functools
 import io
 
 from edgecnn.core.errors import EdgecnnError
-from edgecnn.testing.builds import CHUNK, inputs, load_runner, open_build
+from edgecnn.testing.builds import inputs, load_runner, open_build
 
 
 class BudgetError(AssertionError):
@@ -104,7 +104,7 @@ def assert_accuracy(build, min_top1: float, *, data="test", limit: int | None = 
     """Top-1 (%) of the build itself on labelled data (verify's data names, or (uint8 images, labels)),
     at least min_top1. Returns the top-1."""
     __tracebackhide__ = True
-    from edgecnn.backends import run_batches
+    from edgecnn.backends import CHUNK, run_batches
     from edgecnn.verify.compare import top1
 
     b, ours = _opened(build)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from edgecnn.core.errors import EdgecnnError
 
-CHUNK = 256
-
 
 class Build:
     """An opened build or bundle: `folder` holds the artifact and `manifest`; `bundle` says which it is.
@@ -74,7 +72,7 @@ def open_build(path) -> Build:
         fmt = None
     if fmt == bundle.FORMAT:
         return Build(path, path, bundle.read(path), bundle=True)
-    from edgecnn.compiler import manifest as manifest_mod
+    from edgecnn.core import manifest as manifest_mod
 
     if not path.exists():
         raise EdgecnnError(f"{path} does not exist: give a build directory (edgecnn compile) or a bundle "
@@ -86,14 +84,15 @@ def load_runner(folder: str, threads: int | None = None):
     """The artifact's runner on this machine, from a build directory or an unpacked bundle (picklable)."""
     from edgecnn import backends
 
-    man = open_build(folder).manifest
-    return backends.require(man["backend"]).load(folder, man, threads=threads)
+    return backends.load_runner(folder, open_build(folder).manifest, threads=threads)
 
 
 def inputs(build: Build, data, limit: int | None):
-    """(float32 inputs, labels or None, description): verify's data names, or (uint8 NCHW images, labels)."""
+    """(model inputs, labels or None, description): verify's data names, or (uint8 images, labels): pixels as
+    the runtime takes them (N x C x H x W or N x H x W x C), preprocessed as the manifest's input section says
+    (edgecnn.data.preprocess, as verify and the runtime do)."""
     from edgecnn import verify
-    from edgecnn.data import normalize
+    from edgecnn.data import preprocess
 
     if isinstance(data, str):
         return verify.load_inputs(build.manifest, data, limit)
@@ -102,7 +101,9 @@ def inputs(build: Build, data, limit: int | None):
     images, labels = data
     images, labels = np.asarray(images)[:limit], np.asarray(labels)[:limit]
     inp = build.manifest["input"]
-    if images.dtype != np.uint8 or list(images.shape[1:]) != list(inp["shape"][1:]):
-        raise EdgecnnError(f"data: give uint8 images N x {' x '.join(map(str, inp['shape'][1:]))} (the model's "
-                           f"input) and their labels, not {images.dtype} {list(images.shape)}")
-    return normalize(images, inp.get("mean", [0.0]), inp.get("std", [1.0])), labels, f"given images x{len(images)}"
+    channels, height, width = preprocess.geometry(inp)
+    pixels = preprocess.pixels_nchw(images, channels) if images.ndim == 4 else images
+    if images.ndim != 4 or list(pixels.shape[1:]) != [channels, height, width]:
+        raise EdgecnnError(f"data: give uint8 images N x {channels} x {height} x {width} (or N x {height} x "
+                           f"{width} x {channels}) and their labels, not {images.dtype} {list(images.shape)}")
+    return preprocess.preprocess(pixels, inp), labels, f"given images x{len(images)}"

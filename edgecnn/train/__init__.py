@@ -18,7 +18,8 @@ import yaml
 from edgecnn.core.fileio import atomic_dir, write_json
 from edgecnn.data import ImageSet, load_split
 from edgecnn.core.progress import console
-from edgecnn.train import checkpoint, distributed, engine, finetune, recipe as recipe_mod, resume
+from edgecnn.models import checkpoint
+from edgecnn.train import distributed, engine, finetune, recipe as recipe_mod, resume
 
 
 @dataclass

@@ -5,7 +5,7 @@ Every registered model exposes `features` (an nn.Sequential of blocks) and `head
 
 import torch.nn as nn
 
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 from edgecnn.core.errors import EdgecnnError
 
 

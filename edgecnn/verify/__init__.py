@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from edgecnn import backends
-from edgecnn.backends import reference, run_batches
-from edgecnn.compiler import manifest as manifest_mod
+from edgecnn.backends import CHUNK, reference, run_batches
+from edgecnn.core import manifest as manifest_mod
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import write_json
 from edgecnn.core.progress import progress_bar
 from edgecnn.data import load_images, preprocess, relabel
 from edgecnn.verify import compare, noise as noise_bound
 
-CHUNK = 256
 
 
 class ParityError(EdgecnnError):

@@ -17,6 +17,7 @@ import numpy as np
 from edgecnn import backends, compiler
 from edgecnn.backends import reference
 from edgecnn.compiler import targets
+from edgecnn.core import tolerance
 
 
 def constant_tensors(graph) -> set[str]:
@@ -95,9 +96,8 @@ def divergence(got: np.ndarray, want: np.ndarray, limit: float, noise: float = 0
     for side, a in (("reference", want), ("candidate", got)):
         if not np.isfinite(a).all():
             return {"max_abs": float("inf"), "nonfinite": side, "reference_max": float("nan")}
-    err = float(np.abs(got.astype(np.float64) - want).max()) if got.size else 0.0
-    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    if err <= limit * scale + 2 * noise:
+    err, scale = tolerance.max_abs(got, want), tolerance.magnitude(want)
+    if tolerance.within(err, limit, scale, noise):
         return None
     return {"max_abs": err, "reference_max": scale, "noise": noise}
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from edgecnn import backends, compiler
 from edgecnn.compiler import targets
+from edgecnn.core import tolerance
 from edgecnn.core.errors import EdgecnnError, Unsupported
 
 ATOL = 1e-4
@@ -122,9 +123,8 @@ def check(backend_name: str, onnx_path: Path, x: np.ndarray, want: np.ndarray, *
         return {"status": "unsupported", "detail": str(e)}
     except EdgecnnError as e:
         return {"status": "refused", "detail": str(e)}
-    err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
-    scale = max(1.0, float(np.abs(want).max()))
-    return {"status": "pass" if err <= ATOL * scale else "FAIL", "max_abs": err}
+    err = tolerance.max_abs(got, want)
+    return {"status": "pass" if tolerance.within(err, ATOL, tolerance.magnitude(want)) else "FAIL", "max_abs": err}
 
 
 def run_matrix(ops=None, backend_names=None) -> dict:

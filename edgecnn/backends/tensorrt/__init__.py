@@ -16,9 +16,9 @@ from pathlib import Path
 
 from edgecnn.backends.base import Backend, QdqForm
 from edgecnn.backends.tensorrt import build, device, qdqlint
+from edgecnn.core.onnx_utils import WEIGHTED
 from edgecnn.core.progress import console
 
-WEIGHTED = ("Conv", "Gemm", "MatMul")
 QDQ_OPS = (*WEIGHTED, "Add")  # TensorRT fuses Q/DQ on these inputs (both inputs of a residual Add)
 
 

@@ -116,7 +116,7 @@ def add_profile(builder, network, config, profile: dict) -> None:
 
 def build_and_record(build_dir: Path, man: dict, dla_core=None, timing_cache=None) -> dict:
     """build_engine, then the manifest records the engine (and the new files' sha256) when there is one."""
-    from edgecnn.compiler import manifest as manifest_mod
+    from edgecnn.core import manifest as manifest_mod
 
     record = build_engine(build_dir, man, dla_core, timing_cache)
     if (build_dir / "manifest.json").is_file():

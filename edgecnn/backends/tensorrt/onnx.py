@@ -44,7 +44,7 @@ def reexport(model, max_opset: int):
     import onnx
     import torch
 
-    from edgecnn.train import checkpoint
+    from edgecnn.models import checkpoint
 
     meta = onnx_utils.read_meta(model)
     ckpt = Path(meta["checkpoint"]) if meta.get("checkpoint") else None

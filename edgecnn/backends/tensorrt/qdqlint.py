@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgecnn.core import onnx_utils
+
 QDQ = ("QuantizeLinear", "DequantizeLinear")
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+WEIGHTED = (*onnx_utils.WEIGHTED, "ConvTranspose")  # a transposed conv's Q/DQ rules are a conv's
 FUSED_AFTER_CONV = ("BatchNormalization", "Relu", "Clip", "LeakyRelu")
 
 

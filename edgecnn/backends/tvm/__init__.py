@@ -65,7 +65,7 @@ class TvmBackend(Backend):
         return TvmRunner(Path(build_dir) / art["file"], names, batch=art.get("batch"), input_shape=shape,
                          input_dtype=manifest.get("input", {}).get("dtype", "float32"), threads=threads)
 
-    def tune(self, onnx_path, target: str, **opts) -> tuple:
+    def tune(self, onnx_path, target, **opts) -> tuple:
         from edgecnn.backends.tvm import tune
 
         return tune.tune(onnx_path, target, **opts)

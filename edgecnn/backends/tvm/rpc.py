@@ -24,7 +24,7 @@ from edgecnn.backends.base import DEFAULT_SECONDS, MAX_RUNS, MIN_RUNS
 from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.runner import VmRunner
 from edgecnn.backends.tvm.server import FUNCTION
-from edgecnn.compiler import manifest as manifest_mod
+from edgecnn.core import manifest as manifest_mod
 from edgecnn.core.errors import EdgecnnError, suggest
 
 DEFAULT_PORT = 9190
@@ -164,7 +164,7 @@ class RemoteRunner(VmRunner):
     def time_runs(self, x: np.ndarray, *, warmup: int, runs: int | None, seconds: float | None,
                   tick=None) -> np.ndarray:
         """Per-run latencies in ns measured on the board: `runs` runs, else as many as fit in `seconds`."""
-        self.vm.set_input("main", self.tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), self.device))
+        self.vm.set_input("main", self.tvm.runtime.tensor(np.ascontiguousarray(x, self.input_dtype), self.device))
 
         def timed(number: int, repeat: int) -> list[float]:  # TVM discards one extra first call as warm-up
             evaluator = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
@@ -190,7 +190,7 @@ class RemoteRunner(VmRunner):
 
 
 class BoardProbe:
-    """The board's own state reader (edgecnn.bench.conditions.Probe, served by edgecnn.rpc_server); on a
+    """The board's own state reader (edgecnn.device.conditions.Probe, served by edgecnn.rpc_server); on a
     board running TVM's plain rpc_server every reading is a note saying so."""
 
     def __init__(self, session, board: str):

@@ -6,14 +6,14 @@ On each board (Python, the apache-tvm wheel and `pip install --no-deps edgecnn`;
 
 It takes the options of `python -m tvm.exec.rpc_server` and registers FUNCTION in the server process
 before it serves, so every session (a fork of it) has it: `edgecnn bench --rpc` then records the board's
-own clocks, temperatures, throttling and power (edgecnn.bench.conditions.Probe) before and after its runs.
+own clocks, temperatures, throttling and power (edgecnn.device.conditions.Probe) before and after its runs.
 """
 
 import argparse
 import json
 import logging
 
-from edgecnn.bench import conditions
+from edgecnn.device import conditions
 
 FUNCTION = "edgecnn.device"  # FUNCTION(method, JSON list of arguments) -> JSON result
 _probe = None  # one per session process: the power meter lives between meter_start and meter_stop

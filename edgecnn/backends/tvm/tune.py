@@ -26,7 +26,6 @@ import numpy as np
 from edgecnn.backends.tvm import build, frontend, passes
 from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.tunedb import FORMAT, RECORD, SCHEDULES, VERSION, check, expected, host_cpu
-from edgecnn.compiler import targets
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, write_json
 
@@ -199,8 +198,7 @@ def check_request(onnx_path: Path, tgt, trials: int | None, minutes: float | Non
     if not onnx_path.is_file():
         raise EdgecnnError(f"no ONNX model at {onnx_path}")
     if tgt.backend != "tvm":
-        raise EdgecnnError(f"target '{tgt.name}' uses {tgt.backend}: edgecnn tune tunes TVM targets "
-                           f"({', '.join(t.name for t in targets.all_targets() if t.backend == 'tvm')})")
+        raise EdgecnnError(f"target '{tgt.name}' uses {tgt.backend}: edgecnn tune tunes TVM targets")
     require_tvm()
 
 
@@ -253,16 +251,16 @@ def lowered(onnx_path: Path, tgt, spec: dict, batch: int):
     return build.lower(passes.prepare(frontend.import_onnx(onnx_path, batch), tgt), spec)
 
 
-def tune(onnx_path: str | Path, target: str, *, trials: int | None = None, minutes: float | None = None,
+def tune(onnx_path: str | Path, tgt, *, trials: int | None = None, minutes: float | None = None,
          db: str | Path | None = None, rpc: str | None = None, key: str | None = None, batch: int = 1,
          timeout: float = 10.0) -> tuple[Path, dict]:
-    """Tune a model for a target within `trials` candidates and/or `minutes`; a matching database is added to.
+    """Tune a model for a target (compiler.targets.Target) within `trials` candidates and/or `minutes`; a matching database is added to.
 
     Returns (database directory, its record). The database appears (or changes) only when tuning worked.
     """
     from edgecnn.backends.tvm.cpu import cpu_info
 
-    onnx_path, tgt = Path(onnx_path), targets.load(target)
+    onnx_path = Path(onnx_path)
     check_request(onnx_path, tgt, trials, minutes)
     spec = build.resolve_target(tgt)
     want = expected(onnx_path, tgt, spec, batch)

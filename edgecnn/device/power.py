@@ -7,7 +7,7 @@
     nvidia-smi      power.draw of each GPU, streamed every 100 ms (-lms)
 
 A Meter spans a subject's warm-up and timed runs at one batch size; bench turns its mean power into
-energy per run (mean W x mean latency). Standard library only (it runs on boards, see device.py).
+energy per run (mean W x mean latency). Standard library only (it runs on boards, see state.py).
 """
 
 import statistics
@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgecnn.bench import device
+from edgecnn.device import state
 
 INTERVAL_S = 0.1
 MODULE_INPUT = ("VDD_IN", "POM_5V_IN")  # a Jetson module's input rail: the whole module
@@ -62,7 +62,7 @@ def rapl_zones(root: Path) -> tuple[dict[str, Path], str | None]:
         return {}, ("RAPL energy_uj is readable by root only (Linux >= 5.10): run as root or "
                     "sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj")
     except (OSError, ValueError) as e:
-        return {}, f"RAPL unreadable ({device.os_reason(e) if isinstance(e, OSError) else e})"
+        return {}, f"RAPL unreadable ({state.os_reason(e) if isinstance(e, OSError) else e})"
     return zones, None
 
 
@@ -112,7 +112,7 @@ class Sampler:
 
 
 def tegrastats_watts(line: str) -> dict[str, float]:
-    return {f"{n} (tegrastats)": mw / 1e3 for n, mw in device.parse_tegrastats(line)["rails_mw"].items()}
+    return {f"{n} (tegrastats)": mw / 1e3 for n, mw in state.parse_tegrastats(line)["rails_mw"].items()}
 
 
 def nvidia_watts(line: str) -> dict[str, float]:
@@ -133,7 +133,7 @@ class Meter:
         rails = ina3221_rails(self.root)
         if rails:
             self.samplers.append(("rail", "INA3221", Sampler(read=lambda: rail_watts(rails))))
-        elif device.is_jetson(self.root) and device.shutil.which("tegrastats"):
+        elif state.is_jetson(self.root) and state.shutil.which("tegrastats"):
             self.samplers.append(("rail", "tegrastats", Sampler(command=["tegrastats", "--interval", "100"],
                                                                 parse=tegrastats_watts)))
         else:
@@ -141,7 +141,7 @@ class Meter:
         zones, why = rapl_zones(self.root)
         self.rapl = (zones, rapl_energy(zones)) if zones else {}
         self.reasons += [why] if why else []
-        if device.shutil.which("nvidia-smi"):
+        if state.shutil.which("nvidia-smi"):
             self.samplers.append(("gpu", "nvidia-smi", Sampler(command=["nvidia-smi", "--query-gpu=index,power.draw",
                                                                         "--format=csv,noheader,nounits", "-lms",
                                                                         "100"], parse=nvidia_watts)))
@@ -163,7 +163,7 @@ class Meter:
                 joules = ((uj - before[name][0]) % wrap) / 1e6  # the counter wraps at max_energy_range_uj
                 sources[f"{name} (RAPL)"] = {"kind": "rapl", "mean_w": joules / window, "energy_j": joules}
         if not sources:
-            return device.unavailable("no power sensor readable: " + "; ".join(self.reasons))
+            return state.unavailable("no power sensor readable: " + "; ".join(self.reasons))
         total, of = total_power(sources)
         return {"window_s": round(window, 3), "sources": sources, "mean_w": total, "of": of,
                 **({"not_read": self.reasons} if self.reasons else {})}

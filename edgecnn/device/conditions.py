@@ -10,7 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
-from edgecnn.bench import clocks, device, power
+from edgecnn.device import clocks, power, state
 
 METHODS = ("state", "meter_start", "meter_stop", "lock_clocks", "restore_clocks")
 FREQ_MOVED = 0.10  # a clock that moved by more than this share of its maximum during the runs
@@ -26,7 +26,7 @@ class Probe:
         self.root, self.meter = Path(root), power.Meter(root)
 
     def state(self) -> dict:
-        return device.read(self.root)
+        return state.read(self.root)
 
     def meter_start(self) -> None:
         self.meter.start()
@@ -128,7 +128,7 @@ def wait_cool(probe, target_c: float, *, timeout: float = COOL_TIMEOUT_S, poll: 
     while True:
         hot = hottest(probe.state())
         if hot is None:
-            return device.unavailable("no temperature readable on this device: cannot wait for it to cool")
+            return state.unavailable("no temperature readable on this device: cannot wait for it to cool")
         first = first or hot
         waited = time.monotonic() - start
         if hot[1] <= target_c or waited >= timeout:

@@ -4,7 +4,7 @@
     jetson_clocks  a Jetson's CPU, GPU and EMC at the power mode's maximum (its settings stored and restored)
 
 lock() says what it did, what it could not do and why; restore() takes its record back.
-Standard library only (it runs on boards, see device.py).
+Standard library only (it runs on boards, see state.py).
 """
 
 import os
@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgecnn.bench import device
+from edgecnn.device import state
 
 
 def set_governors(root: Path) -> tuple[list, list, dict]:
@@ -31,7 +31,7 @@ def set_governors(root: Path) -> tuple[list, list, dict]:
                 governor.write_text("performance")
                 changed[str(governor)] = was
         except OSError as e:
-            failed.append(f"CPU governor of {policy.name}: {device.os_reason(e)} (writing it needs root)")
+            failed.append(f"CPU governor of {policy.name}: {state.os_reason(e)} (writing it needs root)")
     if changed:
         done = [f"CPU governor 'performance' on {len(changed)} of {len(policies)} policies "
                 f"(was {', '.join(sorted(set(changed.values())))})"]
@@ -46,7 +46,7 @@ def run_jetson_clocks() -> tuple[list, list, str | None]:
     fd, store = tempfile.mkstemp(prefix="edgecnn-jetson-clocks-")
     os.close(fd)
     for args in (("jetson_clocks", "--store", store), ("jetson_clocks",)):
-        _, why = device.run_tool(*args)
+        _, why = state.run_tool(*args)
         if why:
             os.unlink(store)
             return [], [f"jetson_clocks: {why} (it needs root: sudo)"], None
@@ -69,9 +69,9 @@ def restore(record: dict) -> dict:
             Path(path).write_text(was)
             restored.append(f"{Path(path).parent.name} governor {was}")
         except OSError as e:
-            failed.append(f"{path}: {device.os_reason(e)}")
+            failed.append(f"{path}: {state.os_reason(e)}")
     if undo.get("jetson_clocks"):
-        _, why = device.run_tool("jetson_clocks", "--restore", undo["jetson_clocks"])
+        _, why = state.run_tool("jetson_clocks", "--restore", undo["jetson_clocks"])
         if why:
             failed.append(f"jetson_clocks --restore: {why}")
         else:

@@ -5,12 +5,11 @@ import json
 import platform
 from pathlib import Path
 
-from edgecnn.backends import tool_versions
-from edgecnn.compiler.targets import PRECISIONS
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256, write_json
 
 FORMAT, VERSION = "edgecnn.build", 1
+PRECISIONS = ("fp32", "fp16", "int8")
 # what every reader of a manifest relies on: key -> type (a hand-edited manifest is checked against it)
 SCHEMA = {"precision": str, "backend": str, "target": dict, "artifact": dict, "input": dict, "outputs": list,
           "files": dict}
@@ -22,10 +21,12 @@ def file_hashes(build_dir: Path) -> dict:
             if p.is_file() and p.name != "manifest.json"}
 
 
-def write(build_dir: Path, manifest: dict) -> dict:
+def write(build_dir: Path, manifest: dict, *, tools: dict) -> dict:
+    """manifest.json for `build_dir`: `manifest` with the format, the time, `tools` (their versions), the host
+    and every file's sha256."""
     manifest = {"format": FORMAT, "version": VERSION,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                **manifest, "tools": tool_versions(), "host": {"machine": platform.machine(),
+                **manifest, "tools": tools, "host": {"machine": platform.machine(),
                                                                "system": platform.system()},
                 "files": file_hashes(build_dir)}
     write_json(build_dir / "manifest.json", manifest)
