@@ -1,4 +1,4 @@
-"""edgecnn: train, quantize, export, compile, verify, benchmark and bundle small CNNs for edge devices."""
+"""edgecnn: train, export, quantize, compile, verify, benchmark and bundle small CNNs for edge devices."""
 
 from edgecnn.core.errors import EdgecnnError
 

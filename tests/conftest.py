@@ -13,9 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATOR = ("qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu")  # Debian qemu-user-static, aarch64 sysroot
 FASHION = Path(os.environ.get("EDGECNN_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 
+SESSION = "EDGECNN_TEST_SESSION"  # marks what this test run started (other runs may share the machine)
+
+
 def leftover_processes(before: set) -> list:
-    """Processes started since `before` (pids) that are still alive: this Python running TVM's workers, RPC
-    servers, trackers or edgecnn itself (a finished test must stop what it started)."""
+    """Processes this test run started (they carry its SESSION mark) that are still alive: this Python running
+    TVM's workers, RPC servers, trackers or edgecnn itself (a finished test must stop what it started)."""
     import psutil
 
     found = []
@@ -23,12 +26,16 @@ def leftover_processes(before: set) -> list:
         cmd = proc.info["cmdline"] or []
         if proc.info["pid"] in before or not cmd or cmd[0] != sys.executable:
             continue
-        if any(part.startswith(("tvm.exec", "edgecnn")) for part in cmd[1:3]):
-            found.append(proc)
+        if not any(part.startswith(("tvm.exec", "edgecnn")) for part in cmd[1:3]):
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(SESSION) == os.environ[SESSION]:
+                found.append(proc)
     return found
 
 
 def pytest_sessionstart(session):
+    os.environ[SESSION] = f"{os.getpid()}-{id(session)}"
     try:
         import psutil
     except ImportError:  # the tvm extra brings psutil; without it there are no TVM workers either

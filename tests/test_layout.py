@@ -16,8 +16,6 @@ PACKAGE = ROOT / "edgecnn"
 STAGES = [("core", "device"), ("data", "models"), ("backends",), ("train", "export", "compiler"),
           ("verify", "bench"), ("quantize",), ("deploy", "pipeline", "testing", "cli")]
 MAX_POSITIONAL = 4  # a function with more parameters takes the rest by keyword
-# methods whose signature a library fixes (MetaSchedule calls apply() positionally)
-FIXED_SIGNATURES = {"apply"}
 
 
 def module_name(path: Path) -> str:
@@ -161,7 +159,7 @@ def test_long_signatures_take_keywords():
     too_long = []
     for name, tree in modules().items():
         for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in FIXED_SIGNATURES:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 positional = [a.arg for a in [*node.args.posonlyargs, *node.args.args] if a.arg not in ("self", "cls")]
                 if len(positional) > MAX_POSITIONAL:
                     too_long.append(f"{name}.{node.name}({', '.join(positional)})")

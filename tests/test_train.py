@@ -7,7 +7,7 @@ from conftest import run_cli
 
 from edgecnn import train
 from edgecnn.models import checkpoint
-from edgecnn.train import engine, recipe
+from edgecnn.train import distributed, engine, recipe
 from edgecnn.core.errors import EdgecnnError
 
 
@@ -106,7 +106,7 @@ def test_cuda_device_refused_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     with pytest.raises(EdgecnnError, match="no CUDA device"):
-        engine.pick_device("cuda")
+        distributed.pick_device("cuda")
 
 
 def test_tiny_limit_trains(tiny_recipe, tmp_path):

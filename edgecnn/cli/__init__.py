@@ -16,9 +16,9 @@ from edgecnn.core.errors import EdgecnnError, hand_to_launcher
 COMMANDS = {
     "train": "edgecnn.cli.train",
     "eval": "edgecnn.cli.train",
-    "quantize": "edgecnn.cli.quantize",
     "export": "edgecnn.cli.export",
     "info": "edgecnn.cli.export",
+    "quantize": "edgecnn.cli.quantize",
     "compile": "edgecnn.cli.compile",
     "targets": "edgecnn.cli.compile",
     "tune": "edgecnn.cli.tune",
@@ -50,7 +50,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgecnn")
 def cli():
-    """edgecnn: train -> quantize -> export -> compile -> verify -> bench -> bundle, for small CNNs."""
+    """edgecnn: train -> export -> quantize -> compile -> verify -> bench -> bundle, for small CNNs."""
 
 
 def main(argv=None) -> int:

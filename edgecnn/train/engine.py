@@ -11,7 +11,7 @@ from torch.utils.data import DistributedSampler
 
 from edgecnn.core.progress import progress_bar
 from edgecnn.data import ImageSet
-from edgecnn.train.distributed import World, pick_device, unwrap  # noqa: F401 (pick_device: used via engine)
+from edgecnn.train.distributed import World, unwrap
 from edgecnn.train.finetune import set_train_mode
 
 
