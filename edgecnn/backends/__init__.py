@@ -12,11 +12,13 @@ so they never special-case a backend. Each backend module holds `backend`, an in
 import importlib
 from importlib import metadata
 
-from edgecnn.backends.base import CHUNK, Backend, QdqForm, Runner, run_batches
+from edgecnn.backends.base import (CHUNK, Backend, BuildsOnDevice, DeviceFarm, OperatorMatrix, QdqForm, QdqRules,
+                                   Runner, RunNotes, Tunable, needs_torch, run_batches)
 from edgecnn.core.errors import EdgecnnError, suggest
 
-__all__ = ["CHUNK", "Backend", "QdqForm", "Runner", "run_batches", "get", "require", "load_runner", "names", "availability",
-           "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
+__all__ = ["CHUNK", "Backend", "BuildsOnDevice", "DeviceFarm", "OperatorMatrix", "QdqForm", "QdqRules", "Runner",
+           "RunNotes", "Tunable", "needs_torch", "run_batches", "get", "require", "load_runner", "device_farm", "names",
+           "availability", "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
 
 MODULES = {"torch": "edgecnn.backends.pytorch", "onnxruntime": "edgecnn.backends.onnxruntime",
            "tvm": "edgecnn.backends.tvm", "tensorrt": "edgecnn.backends.tensorrt"}
@@ -47,10 +49,19 @@ def load_runner(build_dir, manifest: dict, board: dict | None = None, *, threads
     """A build's runner here, or on a board of an RPC tracker (board: {"rpc": HOST:PORT, "key": KEY,
     "timeout": seconds}; Backend.remote): the one way from a manifest to a runner."""
     if board:
-        load = get(manifest["backend"]).remote(build_dir, board["rpc"], board.get("key"),
-                                               timeout=board.get("timeout", 10.0), threads=threads)
+        load = device_farm(manifest["backend"], build_dir).remote(build_dir, board["rpc"], board.get("key"),
+                                                                 timeout=board.get("timeout", 10.0), threads=threads)
         return load()
     return require(manifest["backend"]).load(build_dir, manifest, threads=threads)
+
+
+def device_farm(name: str, build_dir) -> DeviceFarm:
+    """The backend of a build that runs on the boards of an RPC tracker, or EdgecnnError."""
+    backend = get(name)
+    if not isinstance(backend, DeviceFarm):
+        raise EdgecnnError(f"--rpc runs builds on the boards of an RPC tracker; {build_dir} is a {name} build, "
+                           "which runs where it is loaded")
+    return backend
 
 
 def availability() -> dict[str, str | None]:
@@ -72,7 +83,7 @@ def tool_versions() -> dict:
 
 def qdq_forms() -> dict[str, QdqForm]:
     """The Q/DQ forms edgecnn quantize writes, named after the backend whose int8 kernels want them."""
-    return {n: get(n).qdq_form for n in MODULES if get(n).qdq_form}
+    return {n: get(n).qdq_form for n in MODULES if isinstance(get(n), QdqRules)}
 
 
 def qdq_form(name: str) -> QdqForm:

@@ -1,13 +1,15 @@
 """The backend interface (Polygraphy's loaders and runners): a Backend compiles and loads, a Runner runs.
 
-Optional capabilities are declared here with their defaults, so verify and bench never ask which
-backend they hold: a backend that prepares a build without its runtime (TensorRT builds on the device),
-one whose runtime needs torch, a runner that times itself (a remote board's own clock), reports its
-own memory or reads its own device's state, an input dtype other than float32.
+A Backend has a small core (available, compile, load, packages); what only some backends can do is a
+capability Protocol (Tunable, DeviceFarm, BuildsOnDevice, QdqRules, RunNotes, OperatorMatrix) that callers
+test, so verify and bench never ask which backend they hold. A Runner declares what it does differently
+with defaults: a runner that times itself (a remote board's own clock), reports its own memory or reads
+its own device's state, an input dtype other than float32.
 """
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -113,15 +115,13 @@ class QdqForm:
 
 
 class Backend:
-    """One backend, found by name (edgecnn.backends.get) and importing its runtime only when used."""
+    """One backend, found by name (edgecnn.backends.get) and importing its runtime only when used.
+
+    The core every backend has; what only some can do is a capability below (a Protocol), which a caller
+    tests with isinstance (`isinstance(backend, Tunable)`), so no caller names a backend."""
 
     name = ""
     packages: tuple[str, ...] = ()  # pip packages whose versions a manifest records
-    compile_needs_runtime = True  # False: compile prepares the build anywhere, the device finishes it
-    needs_torch = False  # only the PyTorch reference; the others run where torch is not installed
-    matrix_target = ""  # the target `edgecnn verify --ops` checks this backend with ("": not in the matrix)
-    qdq_form: QdqForm | None = None  # the Q/DQ placement its int8 kernels want, if it has int8 kernels
-    tunable = False  # it has a tuner (`edgecnn tune`, Backend.tune)
 
     def available(self) -> str | None:
         """None when usable here, else the reason (e.g. the package to install)."""
@@ -134,29 +134,60 @@ class Backend:
     def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> Runner:
         raise NotImplementedError
 
+
+@runtime_checkable
+class Tunable(Protocol):
+    """It has a tuner (`edgecnn tune`)."""
+
     def tune(self, onnx_path, target, **opts) -> tuple:
-        """Tune a model's kernels for a target into a database `compile --tune-db` applies: (db, record)."""
-        raise EdgecnnError(f"the {self.name} backend has nothing to tune")
+        """Tune a model's kernels for a target (compiler.targets.Target) into a database `compile --tune-db`
+        applies: (db, record)."""
+
+
+@runtime_checkable
+class DeviceFarm(Protocol):
+    """Its builds run on the boards of an RPC tracker (`--rpc`, `--boards`)."""
 
     def remote(self, build_dir, address: str, key: str | None = None, *, timeout: float = 10.0,
                threads: int | None = None):
-        """A picklable loader of the build's runner on a board of a TVM RPC tracker (bench --rpc)."""
-        raise EdgecnnError(f"--rpc runs builds on the boards of a TVM RPC tracker; {build_dir} is a {self.name} "
-                           "build, which runs where it is loaded")
-
-    def notes(self, build_dir, manifest: dict) -> list[str]:
-        """What verify should tell about how this machine runs the build (a known deviation of its kernels)."""
-        return []
+        """A picklable loader of the build's runner on a board of the tracker at `address`."""
 
     def boards(self, address: str, key: str, *, timeout: float = 10.0) -> dict:
-        """{"registered": n, "free": m}: the boards of `key` on a TVM RPC tracker (bench --boards)."""
-        raise EdgecnnError(f"the {self.name} backend does not run on the boards of a TVM RPC tracker")
+        """{"registered": n, "free": m}: the boards of `key` on the tracker."""
 
-    def lint_qdq(self, model) -> list:
-        """This backend's rules for a Q/DQ model: violations (str() names the rule and node; .severity)."""
-        return []
+
+@runtime_checkable
+class BuildsOnDevice(Protocol):
+    """compile prepares a build on any machine (without the runtime); the device finishes it (`edgecnn build`)."""
 
     def finish(self, build_dir, manifest: dict, **opts) -> str:
-        """The step a build takes on its device (`edgecnn build`); returns what was done."""
-        raise EdgecnnError(f"{build_dir} is a {self.name} build: only TensorRT builds are built on the device "
-                           "(the others are complete after edgecnn compile)")
+        """The step a build takes on its device; returns what was done."""
+
+
+@runtime_checkable
+class QdqRules(Protocol):
+    """It has int8 kernels that want Q/DQ nodes placed their way (`edgecnn quantize --form NAME`)."""
+
+    qdq_form: QdqForm
+
+    def lint_qdq(self, model) -> list:
+        """Its rules for a Q/DQ model: violations (str() names the rule and node; .severity)."""
+
+
+@runtime_checkable
+class RunNotes(Protocol):
+    """It can say how this machine runs a build (a known deviation of its kernels), for verify."""
+
+    def notes(self, build_dir, manifest: dict) -> list[str]: ...
+
+
+@runtime_checkable
+class OperatorMatrix(Protocol):
+    """`edgecnn verify --ops` checks it, compiled for this target."""
+
+    matrix_target: str
+
+
+def needs_torch(backend: Backend) -> bool:
+    """Its runtime imports torch (the PyTorch reference); the others run where torch is not installed."""
+    return "torch" in backend.packages

@@ -132,6 +132,10 @@ class OnnxRuntimeBackend(Backend):
         int8 kernels take the graph; 7-bit weights (reduce_range) where this CPU's u8 x s8 kernels saturate."""
         return QdqForm(symmetric=False, op_types=None, reduce_range=int8_isa()["u8s8_saturates"])
 
+    def lint_qdq(self, model) -> list:
+        """ONNX Runtime runs Q/DQ nodes wherever they are (its own form is only its fastest)."""
+        return []
+
     def available(self) -> str | None:
         try:
             import onnxruntime  # noqa: F401

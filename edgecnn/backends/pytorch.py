@@ -40,7 +40,7 @@ def checkpoint_runner(path, threads: int | None = None) -> TorchRunner:
 
 class PyTorchBackend(Backend):
     name = "torch"
-    needs_torch = True
+    packages = ("torch",)
 
     def available(self) -> str | None:
         try:

@@ -185,7 +185,7 @@ def worker() -> None:
     """Entry point of a subject's process: argv = job file, result file (both pickles we wrote)."""
     job, result = sys.argv[1:3]
     name, load, plan = pickle.loads(Path(job).read_bytes())
-    if not backends.get(name).needs_torch:  # a deployed runtime has no torch (tvm_ffi imports it if present)
+    if not backends.needs_torch(backends.get(name)):  # a deployed runtime has no torch (tvm_ffi imports it if present)
         sys.modules.setdefault("torch", None)
     try:
         out = (True, measure(name, load, plan))
@@ -213,7 +213,7 @@ def remote_subject(build_dir, address: str | None, key: str | None, *, timeout: 
     from edgecnn.core import manifest as manifest_mod
 
     man = manifest_mod.read(build_dir, check_files=False)
-    backend = backends.get(man["backend"])
+    backend = backends.device_farm(man["backend"], build_dir)
     load = backend.remote(build_dir, address, key, timeout=timeout, threads=threads)
     board = key or man["target"]["name"]  # the key a remote loader defaults to
     if boards > 1:

@@ -69,8 +69,12 @@ def build_cmd(build_dir, dla_core, force, timing_cache):
     """Finish BUILD_DIR on this device: the TensorRT engine of a `compile --target jetson...` build, recorded."""
     from edgecnn import backends
     from edgecnn.core import manifest
+    from edgecnn.core.errors import EdgecnnError
 
     man = manifest.read(build_dir)
-    done = backends.get(man["backend"]).finish(build_dir, man, dla_core=dla_option(dla_core), force=force,
-                                                timing_cache=timing_cache)
+    backend = backends.get(man["backend"])
+    if not isinstance(backend, backends.BuildsOnDevice):
+        raise EdgecnnError(f"{build_dir} is a {backend.name} build: only TensorRT builds are built on the device "
+                           "(the others are complete after edgecnn compile)")
+    done = backend.finish(build_dir, man, dla_core=dla_option(dla_core), force=force, timing_cache=timing_cache)
     console.print(done)

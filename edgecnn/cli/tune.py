@@ -28,8 +28,8 @@ def tune_cmd(onnx_path, target, *, minutes, trials, db, batch, rpc, key, rpc_tim
 
     tgt = targets.load(target)
     backend = backends.get(tgt.backend)
-    if not backend.tunable:
-        tunable = [t.name for t in targets.all_targets() if backends.get(t.backend).tunable]
+    if not isinstance(backend, backends.Tunable):
+        tunable = [t.name for t in targets.all_targets() if isinstance(backends.get(t.backend), backends.Tunable)]
         raise EdgecnnError(f"target '{tgt.name}' uses {tgt.backend}, which has nothing to tune: edgecnn tune "
                            f"tunes {', '.join(tunable)}")
     path, record = backend.tune(onnx_path, tgt, minutes=minutes, trials=trials, db=db, rpc=rpc, key=key,

@@ -102,7 +102,7 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
         raise EdgecnnError(f"{onnx_path.name} is a {meta['precision']} model; compile it with --precision "
                            f"{meta['precision']}")
     backend = backends.get(tgt.backend)
-    if backend.compile_needs_runtime:  # TensorRT prepares anywhere, builds on the device
+    if not isinstance(backend, backends.BuildsOnDevice):  # those prepare anywhere, finish on the device
         backends.require(tgt.backend)
     facts = image_model.describe(model, onnx_path, given)
     fixed = facts["input"]["shape"][0]

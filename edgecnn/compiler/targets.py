@@ -20,10 +20,14 @@ class Target:
     precisions: list[str]
     description: str = ""
     device: str = "cpu"
-    tvm: dict | None = None  # TVM target dict (kind, mtriple, mcpu, mattr, num-cores, ...)
-    tensorrt: dict | None = None  # TensorRT section (version, sm, max_opset, dla, workspace_mib, ...)
     options: dict = field(default_factory=dict)
+    # a backend's own settings, under its name (tvm: TVM's target dict; tensorrt: version, sm, max_opset, ...)
+    sections: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)  # the YAML as written, recorded in manifests
+
+    def section(self, backend: str) -> dict | None:
+        """The settings the target gives `backend` (the YAML's top-level key of that name), if any."""
+        return self.sections.get(backend)
 
     def check_precision(self, precision: str | None) -> str:
         precision = precision or self.precision
@@ -47,14 +51,17 @@ def parse(raw, source: str) -> Target:
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise EdgecnnError(f"{source}: target is missing field(s) {', '.join(missing)}")
-    known = set(Target.__dataclass_fields__) - {"raw"}
+    from edgecnn import backends
+
+    known = set(Target.__dataclass_fields__) - {"raw", "sections"} | set(backends.names())
     unknown = sorted(set(raw) - known)
     if unknown:
         raise EdgecnnError(f"{source}: unknown target field '{unknown[0]}'{suggest(unknown[0], known)}")
     bad = [p for p in [raw["precision"], *raw["precisions"]] if p not in PRECISIONS]
     if bad:
         raise EdgecnnError(f"{source}: precision '{bad[0]}' is not one of {', '.join(PRECISIONS)}")
-    return Target(**raw, raw=dict(raw))
+    sections = {k: v for k, v in raw.items() if k in backends.names()}
+    return Target(**{k: v for k, v in raw.items() if k not in sections}, sections=sections, raw=dict(raw))
 
 
 def load(name: str, _seen: tuple = ()) -> Target:

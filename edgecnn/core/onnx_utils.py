@@ -208,7 +208,7 @@ def same_outputs(a, b, what: str, atol: float = 1e-4) -> None:
     want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
                  .run(None, {inp.name: x}) for m in (a, b))
     err = max(tolerance.max_abs(g, w) for g, w in zip(got, want))
-    if not tolerance.within(err, atol, tolerance.magnitude(*want)):
+    if tolerance.exceeds(err, atol, tolerance.magnitude(*want)):
         raise EdgecnnError(f"{what} changed the model's outputs by {err:.2e}")
 
 

@@ -18,5 +18,10 @@ def magnitude(*wants: np.ndarray) -> float:
 
 
 def within(err: float, atol: float, scale: float, noise: float = 0.0) -> bool:
-    """err <= atol x scale (+ twice a measured float noise)."""
+    """err <= atol x scale (+ twice a measured float noise); a NaN error is not within."""
     return err <= atol * scale + 2 * noise
+
+
+def exceeds(err: float, atol: float, scale: float) -> bool:
+    """err > atol x scale; a NaN error does not exceed (where NaN matters, the caller checks it first)."""
+    return err > atol * scale

@@ -141,7 +141,7 @@ def check_against_torch(model, onnx_path: Path, spec: dict, n: int = 8) -> float
         want = model(torch.from_numpy(x)).numpy()
     got = runner.run(x)["logits"]
     err, scale = tolerance.max_abs(got, want), tolerance.magnitude(want)
-    if not tolerance.within(err, EXPORT_ATOL, scale):
+    if tolerance.exceeds(err, EXPORT_ATOL, scale):
         raise EdgecnnError(f"exported ONNX differs from PyTorch by {err:.2e} (> {EXPORT_ATOL} x {scale:.3g}, the "
                            "largest logit): export refused")
     return err

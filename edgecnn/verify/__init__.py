@@ -156,7 +156,8 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
                             "checkpoint": str(ref.checkpoint) if ref.checkpoint else None},
               "tolerance": asdict(tol), "outputs": outputs, "passed": not any(problems.values()),
               "failures": {k: v for k, v in problems.items() if v}}
-    notes = backends.get(man["backend"]).notes(build_dir, man)
+    backend = backends.get(man["backend"])
+    notes = backend.notes(build_dir, man) if isinstance(backend, backends.RunNotes) else []
     if notes:
         report["notes"] = notes
     if noise:

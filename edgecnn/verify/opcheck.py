@@ -114,6 +114,8 @@ def check(backend_name: str, onnx_path: Path, x: np.ndarray, want: np.ndarray, *
           target: str | None = None) -> dict:
     """One operator on one backend (its matrix target unless `target` names another)."""
     backend = backends.get(backend_name)
+    if not target and not isinstance(backend, backends.OperatorMatrix):
+        raise EdgecnnError(f"the {backend_name} backend has no operator-matrix target: name one")
     tgt = targets.load(target or backend.matrix_target)
     try:
         built = compiler.build_into(work, onnx_path, tgt, "fp32", batch=x.shape[0])
@@ -131,7 +133,7 @@ def run_matrix(ops=None, backend_names=None) -> dict:
     """{op: {"onnx": [op types], backend: {"status": pass|FAIL|unsupported|refused|unavailable, ...}}}."""
     import onnx
 
-    names = backend_names or [n for n in backends.names() if backends.get(n).matrix_target]
+    names = backend_names or [n for n in backends.names() if isinstance(backends.get(n), backends.OperatorMatrix)]
     reasons = {b: backends.get(b).available() for b in names}
     result = {}
     with tempfile.TemporaryDirectory(prefix="edgecnn-ops-") as tmp:

@@ -25,7 +25,6 @@ QDQ_OPS = (*WEIGHTED, "Add")  # TensorRT fuses Q/DQ on these inputs (both inputs
 class TensorRTBackend(Backend):
     name = "tensorrt"
     packages = ("tensorrt", "cuda-python")
-    compile_needs_runtime = False  # compile prepares a build directory on any machine
     matrix_target = "nvidia-gpu"
     qdq_form = QdqForm(symmetric=True, op_types=QDQ_OPS, strict=True,
                        options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

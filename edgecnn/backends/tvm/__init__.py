@@ -24,7 +24,6 @@ class TvmBackend(Backend):
     name = "tvm"
     packages = ("apache-tvm", "apache-tvm-ffi")
     matrix_target = "host"
-    tunable = True
 
     def available(self) -> str | None:
         return build.available()

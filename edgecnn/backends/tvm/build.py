@@ -29,7 +29,7 @@ def require_tvm():
 def resolve_target(target) -> dict:
     """The target's TVM dict with 'auto' filled in: LLVM's host CPU name and this machine's core count."""
     tvm = require_tvm()
-    spec = dict(target.tvm or {"kind": "llvm"})
+    spec = dict(target.section("tvm") or {"kind": "llvm"})
     if spec.get("mcpu") == "auto":
         spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
     if spec.get("num-cores") == "auto":

@@ -1,11 +1,13 @@
 """Helpers shared by the rules: block queries, vector splits, register tiles, epilogues, padding."""
 
+from tvm.tirx import IterVar
+
 from edgecnn.backends.tvm.legalize import KIND
 from edgecnn.backends.tvm.cpu import CpuInfo
 
-SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
+SPATIAL, REDUCE = IterVar.DataPar, IterVar.CommReduce  # the iteration kinds of a block's iter_vars
 # estimated single-thread ns below which a kernel runs on one thread: a fork-join costs ~2-3 us on an
-# idle machine and much more on a busy one (8, 20 and 60 us measured the same)
+# idle machine and much more on a busy one (thresholds of 8, 20 and 60 us measured the same)
 PARALLEL_MIN_NS = 20000
 
 
@@ -93,7 +95,7 @@ def vectorize_tile(sch, block, depth, vl, *, max_unroll: int = 64):
 
 
 def worth_parallel(macs: int, cpu: CpuInfo, efficiency: float = 1.0) -> bool:
-    """A thread-pool launch costs ~2-3 us (fork-join, more on a busy machine): worth it from about 8 us of
+    """A thread-pool launch costs ~2-3 us (fork-join, more on a busy machine): worth it from PARALLEL_MIN_NS of
     single-thread work, estimated at `efficiency` x (lanes x 3) multiply-adds per ns."""
     return cpu.cores > 1 and macs / (cpu.lanes * 3 * efficiency) > PARALLEL_MIN_NS
 

@@ -69,20 +69,14 @@ class Conv2D(Rule):
             out = sch.cache_write(conv, 0, "local")
         n, chunk, mid, xi, o, kh, kw, rc = self._pixel_loops(sch, conv, out, ctx, p=p)
         oo, tile = split_vectors(sch, o, p["vl"], p["nvec"])
-        kb = p.get("kb") or ctx["ic"]
-        par = [n, *chunk, oo] if p.get("oc_inner") else [n, oo, *chunk]
-        if kb < ctx["ic"]:  # k-blocking: accumulators of a pixel chunk stay in L1 across k blocks
-            rco, rc = sch.split(rc, [None, kb])
-            sch.reorder(*par, rco, *mid, kh, kw, rc, xi, *tile)
-            outer, first_k = parallel_outer(sch, par, p["parallel"]), rco
-        else:
-            sch.reorder(*par, *mid, kh, kw, rc, xi, *tile)
-            outer, first_k = parallel_outer(sch, par + mid, p["parallel"]), kh
+        par = [n, oo, *chunk]
+        sch.reorder(*par, *mid, kh, kw, rc, xi, *tile)
+        outer = parallel_outer(sch, par + mid, p["parallel"])
         sch.unroll(xi)
         for lp in (kh, kw, rc) if p.get("unroll_k") else ():
             sch.unroll(lp)
         out = accumulate_in_registers(sch, conv, out, outer)
-        init = sch.decompose_reduction(conv, first_k)
+        init = sch.decompose_reduction(conv, kh)
         vectorize_tile(sch, init, 1, p["vl"])
         vectorize_tile(sch, out, 1, p["vl"])
         place_pad(sch, pads, outer, mode=p["pad"], cpu=cpu, parallel=p["parallel"])
@@ -90,16 +84,15 @@ class Conv2D(Rule):
     @staticmethod
     def _pixel_loops(sch, conv, out, ctx, *, p):
         """(n, chunk loops, mid loops, xi, o, kh, kw, rc): pixels split into register tiles of `xb`, in
-        rows (chunk = y), or flattened (1x1) into chunks of `pc` pixels."""
+        rows (chunk = y), or flattened (1x1) into one run of tiles."""
         if not ctx["flat"]:
             n, y, x, o, kh, kw, rc = sch.get_loops(conv)
             xo, xi = sch.split(x, [None, p["xb"]])
             return n, [y], [xo], xi, o, kh, kw, rc
         flatten_pixels(sch, conv, out, ctx["ow"])
         n, x, o, kh, kw, rc = sch.get_loops(conv)
-        pc = p.get("pc") or p["xb"]
-        chunk, mid, xi = sch.split(x, [None, pc // p["xb"], p["xb"]])
-        return n, [chunk], [mid], xi, o, kh, kw, rc
+        chunk, xi = sch.split(x, [None, p["xb"]])
+        return n, [chunk], [], xi, o, kh, kw, rc
 
 
 def prepare(sch, kind):
