@@ -14,11 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[tvm]'
+	$(PY) -m pip install -q -e '.[host,tvm]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[tvm,dev]'
+	$(PY) -m pip install -q -e '.[host,tvm,dev]'
 	touch $@
 
 data:

@@ -280,13 +280,21 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
               "warnings": [f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"]],
               **farm_report}
     out = Path(out) if out else build_dir / "bench.json"
-    if plot:
+    if plot and installed("matplotlib"):
         from edgecnn.bench.report import plot as draw
 
         report["plot"] = str(draw(report, out.with_suffix(".png")))
+    elif plot:
+        report["plot"] = "none: matplotlib is not installed (a board needs none; pip install matplotlib)"
     write_json(out, report)
     manifest_mod.update(build_dir, bench=summary(report))
     return report
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def summary(report: dict) -> dict:

@@ -101,6 +101,18 @@ def train_cmd(ctx, recipe_path, *, out, epochs, limit, device, resume_dir, nproc
                       + f") -> {out}")
 
 
+@click.command("recipes")
+def recipes_cmd():
+    """List the training recipes known by name and the file each comes from."""
+    from edgecnn.train import recipe
+
+    from edgecnn.core import catalog
+
+    console.print(recipe.table())
+    for line in catalog.overrides("recipes"):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @click.command("eval")
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--limit", type=int, default=None, help="use only the first N test images")
