@@ -122,6 +122,6 @@ def test_user_target_and_recipe(user, bundle):
 
 
 def test_the_demo_runs_outside_the_checkout(user):
-    r = user.run("edgecnn", "run", "lenet5-fashion", *QUICK, "--out", "demo")
+    r = user.run("edgecnn", "run", "lenet5-fashion", *QUICK, "--precision", "fp32", "--out", "demo")
     assert "edgecnn run: lenet5-fashion -> host" in r.stdout
     assert list((user.folder / "demo").glob("**/*.edgecnn.tar.gz")) or list(user.folder.glob("demo*.edgecnn.tar.gz"))

@@ -29,7 +29,7 @@ class Entry:
 
 
 def shipped(kind: str) -> Path:
-    """The folder of the YAML files shipped with edgecnn (a plain folder: the package is never zipped)."""
+    """The folder of the YAML files shipped with edgecnn (pip installs a package as a folder, so a real path)."""
     return Path(str(resources.files("edgecnn") / kind))
 
 
