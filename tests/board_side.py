@@ -2,7 +2,8 @@
 onnx): the bundle runtime predicts as the host did, `python -m edgecnn.rpc_server` serves `edgecnn bench --rpc`
 over loopback, `edgecnn bench` runs a build here, and `edgecnn verify` says what its reference needs.
 
-    python tests/board_side.py BUILD_DIR BUNDLE IMAGES.npy LOGITS.npy --host-python PYTHON [--with-onnxruntime]
+    python tests/board_side.py BUILD_DIR BUNDLE IMAGES.npy LOGITS.npy --host-python PYTHON [--trt-build DIR]
+        [--with-onnxruntime]
 
 Not collected by pytest (it runs outside the checkout's environment); exits non-zero on the first failure.
 """
@@ -36,7 +37,13 @@ def edgecnn_cmd(*args, timeout=300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+# what `edgecnn build/verify/bench` load for a TensorRT or a TVM build
+DEVICE_MODULES = ("edgecnn.cli.compile", "edgecnn.cli.verify", "edgecnn.cli.bench", "edgecnn.backends.tensorrt",
+                  "edgecnn.backends.tensorrt.runner", "edgecnn.backends.tvm.runner", "edgecnn.verify", "edgecnn.bench")
+
+
 def check_environment() -> None:
+    import importlib
     import importlib.util
 
     import edgecnn
@@ -45,6 +52,9 @@ def check_environment() -> None:
     check(Path(sys.prefix) in Path(edgecnn.__file__).resolve().parents, f"edgecnn from this venv ({edgecnn.__file__})")
     missing = [m for m in HOST_ONLY if importlib.util.find_spec(m) is None]
     check(missing == list(HOST_ONLY), f"none of the host packages is installed here ({', '.join(HOST_ONLY)})")
+    for name in DEVICE_MODULES:
+        importlib.import_module(name)
+    check(loaded() == [], f"the modules of edgecnn build/verify/bench import without torch/onnx ({loaded()})")
 
 
 def check_runtime(bundle: str, images: str, logits: str) -> None:
@@ -130,6 +140,13 @@ def stop(procs) -> None:
         q.kill()
 
 
+def check_trt_build(build: str) -> None:
+    """A TensorRT build compiled on the host: building its engine here asks for TensorRT, in one line."""
+    r = edgecnn_cmd("build", build)
+    check(r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "tensorrt is not installed" in r.stderr,
+          f"edgecnn build of a TensorRT build says what it needs: {r.stderr.strip()}", r.stderr)
+
+
 def check_local_commands(build: str, work: Path, with_onnxruntime: bool) -> None:
     r = edgecnn_cmd("bench", build, "--runs", 10, "--warmup", 1, "--out", work / "bench.json")
     check(r.returncode == 0, "edgecnn bench here", r.stderr)
@@ -149,6 +166,7 @@ def main() -> None:
         p.add_argument(name)
     p.add_argument("--host-python", required=True, help="the host's Python (with TVM's tracker)")
     p.add_argument("--with-onnxruntime", action="store_true", help="ONNX Runtime was added: verify runs")
+    p.add_argument("--trt-build", help="a build for a TensorRT target, compiled on the host")
     args = p.parse_args()
     paths = [str(Path(a).resolve()) for a in (args.build, args.bundle, args.images, args.logits)]
     check_environment()
@@ -157,6 +175,8 @@ def main() -> None:
         os.chdir(tmp)  # nothing of the checkout on the path
         if not args.with_onnxruntime:
             check_rpc_bench(paths[0], Path(tmp), args.host_python)
+        if args.trt_build:
+            check_trt_build(args.trt_build)
         check_local_commands(paths[0], Path(tmp), args.with_onnxruntime)
 
 
