@@ -80,6 +80,22 @@ def test_the_wheel_ships_every_target_and_recipe(wheel):
         assert set(shipped_in(wheel, kind)) == {p.stem for p in (ROOT / kind).glob("*.yaml")}
 
 
+def test_the_sdist_ships_them_too(tmp_path):
+    import shutil
+    import tarfile
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "edgecnn", src / "edgecnn", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "targets", "recipes"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
+    code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    name = subprocess.run([sys.executable, "-c", code, tmp_path], cwd=src, capture_output=True, text=True,
+                          check=True).stdout.split()[-1]
+    with tarfile.open(tmp_path / name) as sdist:
+        yamls = {n.split("/", 1)[1] for n in sdist.getnames() if n.endswith(".yaml")}  # without edgecnn-VERSION/
+    assert yamls >= {f"edgecnn/{kind}/{p.name}" for kind in ("targets", "recipes") for p in (ROOT / kind).glob("*.yaml")}
+
+
 def test_installed_version_and_targets(user, wheel):
     version = user.run("edgecnn", "--version").stdout
     assert str(user.venv) in version and "0.1.0" in version, version  # this venv's edgecnn, not the checkout's
