@@ -14,11 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[tvm]'
+	$(PY) -m pip install -q -e '.[host,tvm]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[tvm,dev]'
+	$(PY) -m pip install -q -e '.[host,tvm,dev]'
 	touch $@
 
 data:
@@ -35,3 +35,7 @@ demo: $(VENV)/.installed data
 
 test: $(VENV)/.dev data test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+	# the install a user makes: the wheel in a fresh venv, from a folder outside the checkout (slow-marked)
+	$(PY) -m pytest -m slow tests/test_packaging.py
+	# the board side under Python 3.10 with edgecnn[board] only (packages from PyPI)
+	.ci/board310

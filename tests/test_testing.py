@@ -36,7 +36,6 @@ def installed(tmp_path_factory):
 def app(pytester, installed, monkeypatch):
     """An application repository whose tests run in a fresh pytest process with edgecnn installed."""
     monkeypatch.setenv("PYTHONPATH", str(installed))
-    monkeypatch.setenv("EDGECNN_TARGETS", str(ROOT / "targets"))  # targets/*.yaml are not in the package
     monkeypatch.delenv("EDGECNN_BUILD", raising=False)
     return pytester
 

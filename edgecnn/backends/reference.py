@@ -34,10 +34,18 @@ class Reference:
 
 def default_against(precision: str, man: dict | None = None) -> str:
     """int8 builds are held to their fake-quant reference; the rest to the trained PyTorch model, or to ONNX
-    Runtime on the source ONNX when no checkpoint is recorded (a model from elsewhere)."""
+    Runtime on the source ONNX when no checkpoint is recorded (a model from elsewhere) or where torch is not
+    installed (a board: `edgecnn[board]`)."""
     if precision == "int8":
         return "fakequant"
-    return "torch" if man is None or (man.get("source") or {}).get("checkpoint") else "onnxruntime"
+    recorded = man is None or (man.get("source") or {}).get("checkpoint")
+    return "torch" if recorded and has_torch() else "onnxruntime"
+
+
+def has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def source_graph(build_dir: Path, man: dict) -> Path:

@@ -19,7 +19,7 @@ bench.json (summary() is the part a manifest and a bundle carry, with the build'
     system        this machine (system.system_info); with --rpc, cpu names the board and host is this machine
     results.NAME  runner; memory; batches.B: batch, runs, mean/p50/p90/p99/min/max/std _ms, throughput_ips,
                   times_ms; and device:
-      before, after  the device's state (bench.device.read): host, pid, cpufreq.cpuN {governor, cur/min/max_mhz,
+      before, after  the device's state (edgecnn.device.state.read): host, pid, cpufreq.cpuN {governor, cur/min/max_mhz,
                      online}, thermal {zone: C}, raspberry_pi {throttled {throttled, now, since_boot}, arm_mhz,
                      temp_c}, jetson {power_mode {name, id}, jetson_clocks {cpus, gpu, emc, locked}, gpu_devfreq,
                      emc_mhz, tegrastats {cpu, emc, gpu, temps_c, rails_mw}}, nvidia_smi [{index, name, pstate,
@@ -280,13 +280,21 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
               "warnings": [f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"]],
               **farm_report}
     out = Path(out) if out else build_dir / "bench.json"
-    if plot:
+    if plot and installed("matplotlib"):
         from edgecnn.bench.report import plot as draw
 
         report["plot"] = str(draw(report, out.with_suffix(".png")))
+    elif plot:
+        report["plot"] = "none: matplotlib is not installed (a board needs none; pip install matplotlib)"
     write_json(out, report)
     manifest_mod.update(build_dir, bench=summary(report))
     return report
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def summary(report: dict) -> dict:

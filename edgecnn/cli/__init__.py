@@ -5,17 +5,20 @@ missing does not break the others. EdgecnnError becomes one line on stderr and e
 """
 
 import importlib
+import platform
 import sys
+from pathlib import Path
 
 import click
 
 from edgecnn import __version__
-from edgecnn.core.errors import EdgecnnError, hand_to_launcher
+from edgecnn.core.errors import EdgecnnError, MissingDependency, hand_to_launcher
 
 # verb -> module holding a click command of the same name; listed in pipeline order
 COMMANDS = {
     "train": "edgecnn.cli.train",
     "eval": "edgecnn.cli.train",
+    "recipes": "edgecnn.cli.train",
     "export": "edgecnn.cli.export",
     "info": "edgecnn.cli.export",
     "quantize": "edgecnn.cli.quantize",
@@ -28,6 +31,10 @@ COMMANDS = {
     "bundle": "edgecnn.cli.bundle",
     "run": "edgecnn.cli.run",
 }
+
+# a package a verb needs that an install may lack (a board's has none of the host extra) -> (pip name, extra)
+PACKAGES = {"torch": ("torch", "host"), "onnx": ("onnx", "host"), "onnxscript": ("onnxscript", "host"),
+            "matplotlib": ("matplotlib", "host"), "PIL": ("pillow", "host"), "onnxruntime": ("onnxruntime", None)}
 
 
 class LazyGroup(click.Group):
@@ -48,7 +55,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgecnn")
+@click.version_option(__version__, prog_name="edgecnn", message="%(prog)s %(version)s (Python "
+                      f"{platform.python_version()}, {Path(__file__).resolve().parents[1]})")
 def cli():
     """edgecnn: train -> export -> quantize -> compile -> verify -> bench -> bundle, for small CNNs."""
 
@@ -59,6 +67,12 @@ def main(argv=None) -> int:
     except EdgecnnError as e:
         if not hand_to_launcher(str(e)):
             click.echo(f"error: {e}", err=True)
+        return 1
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in PACKAGES:
+            raise
+        click.echo(f"error: {MissingDependency(*PACKAGES[top])}", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

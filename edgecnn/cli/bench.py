@@ -28,7 +28,7 @@ def int_list(value: str | None) -> list[int] | None:
 @click.option("--threads", type=click.IntRange(1), default=None, help="threads for every backend "
               "(default: the usable CPU cores)")
 @click.option("--compare", default=None, help="also run these on the same model, side by side: onnxruntime,torch "
-              "or none (default onnxruntime, the baseline a build should beat; none with --rpc)")
+              "or none (default onnxruntime, the baseline a build should beat, where installed; none with --rpc)")
 @click.option("--out", default=None, help="JSON report (default BUILD_DIR/bench.json; a .png plot beside it)")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="run on a board of this TVM RPC tracker")
 @click.option("--key", default=None, help="the board's tracker key (default: the build's target name)")
@@ -47,7 +47,7 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
     from edgecnn.bench import report as benchreport
 
     if compare is None:
-        compare = "none" if rpc or key else "onnxruntime"
+        compare = "none" if rpc or key or not bench.installed("onnxruntime") else "onnxruntime"
     compare = [c.strip() for c in compare.split(",") if c.strip() and c.strip() != "none"]
     load = device = None
     if rpc or key:

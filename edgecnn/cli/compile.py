@@ -45,11 +45,15 @@ def batch_of(batch: str | None, input_shape: str | None) -> int | None:
 
 @click.command("targets")
 def targets_cmd():
-    """List the compile targets (targets/*.yaml) and whether their backend is usable here."""
+    """List the compile targets, the file each comes from, and whether its backend is usable here."""
     from edgecnn import backends
     from edgecnn.compiler import targets
 
-    console.print(targets.table(targets.all_targets(), backends.availability()))
+    from edgecnn.core import catalog
+
+    console.print(targets.table(targets.listing(), backends.availability()))
+    for line in catalog.overrides("targets"):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def dla_option(value: str | None):

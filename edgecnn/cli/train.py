@@ -58,7 +58,7 @@ def relaunch(ctx: click.Context, nproc: int | None, after: str = "") -> bool:
 
 
 @click.command("train")
-@click.argument("recipe_path", metavar="RECIPE.yaml", required=False)
+@click.argument("recipe_path", metavar="RECIPE", required=False)
 @click.option("--out", "out", default=None, help="RUN_DIR (default runs/<recipe name>)")
 @click.option("--epochs", type=int, default=None, help="override schedule.epochs")
 @click.option("--limit", type=int, default=None, help="use only the first N images of each split")
@@ -68,7 +68,8 @@ def relaunch(ctx: click.Context, nproc: int | None, after: str = "") -> bool:
 @launch_options
 @click.pass_context
 def train_cmd(ctx, recipe_path, *, out, epochs, limit, device, resume_dir, nproc, **_launch):
-    """Train a model from a recipe; writes model.pt, recipe.yaml, metrics.json, curves.png.
+    """Train a model from a RECIPE (a name from `edgecnn recipes`, or a YAML path); writes model.pt, recipe.yaml,
+    metrics.json, curves.png.
 
     On several ranks: --nproc N, or torchrun --nproc-per-node N -m edgecnn train RECIPE.yaml."""
     from edgecnn import train
@@ -84,7 +85,7 @@ def train_cmd(ctx, recipe_path, *, out, epochs, limit, device, resume_dir, nproc
             ranks = resume.load(out)["world_size"]  # resume on as many ranks as the run had
             nproc = ranks if ranks > 1 else None
     elif not recipe_path:
-        raise EdgecnnError("train needs RECIPE.yaml (or --resume RUN_DIR)")
+        raise EdgecnnError("train needs RECIPE, a name from `edgecnn recipes` or a YAML path (or --resume RUN_DIR)")
     else:
         rec = recipe.load(recipe_path)
         out = out or f"runs/{rec.name}"
@@ -99,6 +100,18 @@ def train_cmd(ctx, recipe_path, *, out, epochs, limit, device, resume_dir, nproc
         console.print(f"[bold green]{metrics['recipe']}[/]: test top-1 {metrics['test_top1']:.2f}% "
                       f"({metrics['train_seconds']:.0f} s training" + (f" on {ranks} ranks" if ranks > 1 else "")
                       + f") -> {out}")
+
+
+@click.command("recipes")
+def recipes_cmd():
+    """List the training recipes known by name and the file each comes from."""
+    from edgecnn.train import recipe
+
+    from edgecnn.core import catalog
+
+    console.print(recipe.table())
+    for line in catalog.overrides("recipes"):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("eval")

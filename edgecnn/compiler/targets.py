@@ -1,11 +1,12 @@
-"""Targets: `targets/*.yaml` name a backend, its device settings, precisions and options."""
+"""Targets: YAML files naming a backend, its device settings, precisions and options. The shipped ones are
+package data (edgecnn/targets/*.yaml); a user's own come by path or from a folder (edgecnn.core.catalog)."""
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from edgecnn.core import catalog
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.manifest import PRECISIONS
 
@@ -37,12 +38,8 @@ class Target:
         return precision
 
 
-def targets_dir() -> Path:
-    return Path(os.environ.get("EDGECNN_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
-
-
 def names() -> list[str]:
-    return sorted(p.stem for p in targets_dir().glob("*.yaml"))
+    return list(catalog.entries("targets"))
 
 
 def parse(raw, source: str) -> Target:
@@ -65,12 +62,9 @@ def parse(raw, source: str) -> Target:
 
 
 def load(name: str, _seen: tuple = ()) -> Target:
-    """A target by name (targets/NAME.yaml) or by path to a YAML file; an alias loads the target it names."""
-    path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
-        path = targets_dir() / f"{name}.yaml"
-        if not path.exists():
-            raise EdgecnnError(f"unknown target '{name}'{suggest(name, names())} (edgecnn targets lists them)")
+    """A target by name (`edgecnn targets` lists them) or by path to a YAML file; an alias loads the target it
+    names."""
+    path = Path(name) if catalog.is_path(name) else catalog.find("targets", name)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -98,23 +92,28 @@ def from_manifest(man: dict) -> Target:
 
 def all_targets() -> list[Target]:
     """Every target once (an alias is listed under the target it names)."""
-    unique: dict[str, Target] = {}
-    for n in names():
-        target = load(n)
-        unique.setdefault(target.name, target)
+    return [target for target, _ in listing()]
+
+
+def listing() -> list[tuple[Target, catalog.Entry]]:
+    """Every target once, with the file it was found in (an alias: under the target it names)."""
+    unique: dict[str, tuple[Target, catalog.Entry]] = {}
+    for entry in catalog.entries("targets").values():
+        target = load(entry.name)
+        unique.setdefault(target.name, (target, entry))
     return list(unique.values())
 
 
-def table(all_targets_: list[Target], availability: dict):
-    """The targets and whether their backend is usable here (edgecnn targets)."""
+def table(listed: list[tuple[Target, catalog.Entry]], availability: dict):
+    """The targets, where each comes from and whether its backend is usable here (edgecnn targets)."""
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="targets (targets/*.yaml)")
-    for col in ("name", "backend", "device", "precisions", "description", "usable here"):
+    t = Table(title="targets: --target NAME (or a PATH.yaml of your own)", caption=catalog.where("targets"))
+    for col in ("name", "backend", "device", "precisions", "description", "from", "usable here"):
         t.add_column(col)
-    for tg in all_targets_:
+    for tg, entry in listed:
         reason = availability.get(tg.backend)
-        t.add_row(tg.name, tg.backend, tg.device, ", ".join(tg.precisions), tg.description,
+        t.add_row(tg.name, tg.backend, tg.device, ", ".join(tg.precisions), tg.description, entry.origin,
                   "[green]yes[/]" if not reason else f"[yellow]no[/]: {escape(reason)}")
     return t

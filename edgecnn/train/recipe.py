@@ -1,4 +1,5 @@
-"""Training recipes: YAML (`recipes/*.yaml`) -> dataclasses, validated with one-line errors."""
+"""Training recipes: YAML -> dataclasses, validated with one-line errors. A recipe is a name (the shipped
+edgecnn/recipes/*.yaml, or one in the user's folders: edgecnn.core.catalog) or a path to a YAML file."""
 
 import dataclasses
 from dataclasses import dataclass, field
@@ -7,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from edgecnn.core import catalog
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.data import DataCfg
 
@@ -139,15 +141,50 @@ def parse(raw: Any, source: str = "recipe") -> Recipe:
     return recipe
 
 
-def load(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; every problem is one EdgecnnError line."""
-    path = Path(path)
+def load(name: str | Path) -> Recipe:
+    """Read and validate a recipe, by name (`edgecnn recipes` lists them) or path; every problem is one
+    EdgecnnError line."""
+    path = Path(name) if isinstance(name, Path) or catalog.is_path(name) else catalog.find("recipes", name)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise EdgecnnError(f"recipe not found: {path} (see recipes/ for examples)") from None
+        raise EdgecnnError(f"recipe not found: {path}{shipped_hint(path)}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise EdgecnnError(f"{path}: bad YAML{where}: {getattr(e, 'problem', e)}") from None
     return parse(raw, str(path))
+
+
+def shipped_hint(path: Path) -> str:
+    """A missing `recipes/NAME.yaml` outside the checkout is usually the shipped recipe NAME."""
+    known = catalog.entries("recipes")
+    if path.stem in known:
+        return f" (a recipe of edgecnn's own is named without a path: {path.stem})"
+    return f" (edgecnn recipes lists the recipes known by name{suggest(path.stem, known)})"
+
+
+def summary(path: Path) -> tuple[str, str, str]:
+    """(model, dataset, epochs) of a recipe file as written, without validating it ('?' where unreadable)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raw = None
+    if not isinstance(raw, dict):
+        return ("?", "?", "?")
+    model, data, schedule = (raw.get(k) if isinstance(raw.get(k), dict) else {} for k in ("model", "data", "schedule"))
+    return (str(model.get("name", "?")), str(data.get("dataset", DataCfg.dataset)),
+            str(schedule.get("epochs", ScheduleCfg.epochs)))
+
+
+def table():
+    """The recipes known by name and the file each comes from (edgecnn recipes); one broken file of the user's
+    does not hide the others."""
+    from rich.table import Table
+
+    t = Table(title="recipes: edgecnn train NAME (or a PATH.yaml of your own)", caption=catalog.where("recipes"))
+    for col in ("name", "model", "dataset", "epochs", "from"):
+        t.add_column(col)
+    for entry in catalog.entries("recipes").values():
+        t.add_row(entry.name, *summary(entry.path), entry.origin)
+    return t

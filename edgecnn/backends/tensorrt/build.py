@@ -49,8 +49,6 @@ def write_settings(build_dir: Path, settings: dict, artifact: dict) -> None:
 
 def build_engine(build_dir: Path, man: dict, dla_core=None, timing_cache: Path | None = None) -> dict:
     """Build model.engine in build_dir for this machine's TensorRT and GPU; return the engine record."""
-    import onnx
-
     trt, art = require_trt(), man["artifact"]
     cfg, name = target_config(man["target"]), man["target"]["name"]
     local = local_device(trt)
@@ -62,6 +60,8 @@ def build_engine(build_dir: Path, man: dict, dla_core=None, timing_cache: Path |
     settings = compat.settings_for(local["tensorrt"], cfg, target_name=name, precision=art["precision"],
                                    profile=art["profile"], dla_core=core, timing_cache=str(cache))
     if settings["fp16_onnx"]:
+        import onnx  # only here: a board builds its engine without onnx installed
+
         onnx.save(onnx_utils.to_fp16(onnx.load(str(build_dir / art["onnx"]))), str(build_dir / settings["onnx"]))
     write_settings(build_dir, settings, art)
     console.print(f"building {name} {art['precision']} with TensorRT {local['tensorrt']} on {local['gpu']}; "
