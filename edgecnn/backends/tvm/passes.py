@@ -88,13 +88,104 @@ def drop_dropout(mod):
 
 def to_nhwc(mod):
     """Activations NHWC, conv weights HWIO, the weights' transposes folded. An unfolded BatchNormalization
-    and a Dropout (a model from elsewhere) go first: ConvertLayout cannot carry their tuple results."""
+    and a Dropout (a model from elsewhere) go first: ConvertLayout cannot carry their tuple results; N-ary
+    Sum/Mean/Max/Min become binary ops (their stacked 5-D tensor is what ConvertLayout cannot carry)."""
     from tvm import relax
 
     mod = relax.transform.DecomposeOpsForInference()(drop_dropout(clip_to_minmax(mod)))
     mod = relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(mod))
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
-    return fold_constants(mod)
+    mod = relax.transform.DeadCodeElimination()(nary_to_binary(mod))
+    return fold_constants(convert_layout(mod))
+
+
+NHWC = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+
+
+def convert_layout(mod):
+    """ConvertLayout to NHWC. Where its layout inference fails on an op (a tensor of another rank it does not
+    expect), the ops touching tensors of rank != 4 are lowered first so their region stays NCHW with a layout
+    change at its borders; failing that, the graph stays NCHW (TVM's default conv lowering: slower, correct)."""
+    from tvm import relax
+
+    from edgecnn.core.progress import status
+
+    try:
+        return relax.transform.ConvertLayout(NHWC)(mod)
+    except Exception as e:  # tvm.error.InternalError from an op's layout inference
+        first = str(e).strip().splitlines()[-1][:160]
+    try:
+        return relax.transform.ConvertLayout(NHWC)(lower_other_ranks(mod))
+    except Exception:
+        status.print(f"TVM's layout conversion failed ({first}): the graph stays NCHW (slower)",
+                     markup=False, highlight=False)
+        return mod
+
+
+def lower_other_ranks(mod):
+    """Every op that reads or makes a tensor of rank != 4 lowered now to its call_tir (its usual legalization,
+    the one LegalizeOps would give it later): ConvertLayout does not look inside a call_tir and gives it NCHW
+    inputs, so a stacked 5-D tensor or a shuffle keeps its region NCHW instead of failing layout inference."""
+    import tvm
+    from tvm import relax
+
+    def rank(expr):
+        return getattr(getattr(expr, "ty", None), "ndim", -1)
+
+    @relax.expr_functor.mutator
+    class Lower(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            if not isinstance(call.op, tvm.ir.Op) or call.op.name == "relax.nn.conv2d":
+                return call
+            legalize = call.op.get_attr("FLegalize")
+            tensors = [a for a in call.args if rank(a) > 0]
+            if legalize is None or all(rank(t) == 4 for t in [*tensors, call]):
+                return call
+            return legalize(self.builder_, call)
+
+    lower = Lower(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            lower.builder_.update_func(gv, lower.visit_expr(func))
+    return lower.builder_.get()
+
+
+def nary_to_binary(mod):
+    """sum|mean|max|min(stack(broadcast_to(x_i)...), axis=0), the ONNX frontend's Sum/Mean/Max/Min of N inputs,
+    -> a chain of binary ops (they broadcast): ConvertLayout cannot carry the stacked 5-D tensor."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    binary = {"relax.sum": relax.op.add, "relax.mean": relax.op.add, "relax.max": relax.op.maximum,
+              "relax.min": relax.op.minimum}
+    bound = relax.analysis.get_var2val(mod["main"])
+
+    def unwrap(expr):
+        value = bound.get(expr, expr)
+        is_broadcast = isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.broadcast_to"
+        return value.args[0] if is_broadcast else expr
+
+    def rewrite(call, _):
+        stacked = bound.get(call.args[0], call.args[0])
+        if not (isinstance(stacked, relax.Call) and getattr(stacked.op, "name", "") == "relax.stack") \
+                or int(stacked.attrs.axis) != 0 or [int(a) for a in call.attrs.axis or []] != [0] or call.attrs.keepdims:
+            return call
+        fields = bound.get(stacked.args[0], stacked.args[0])
+        if not isinstance(fields, relax.Tuple):
+            return call
+        terms = [unwrap(f) for f in fields.fields]
+        out = terms[0]
+        for term in terms[1:]:
+            out = binary[call.op.name](out, term)
+        if call.op.name == "relax.mean":
+            out = relax.op.divide(out, relax.const(len(terms), str(call.ty.dtype)))
+        if len(terms) == 1 or _shape(out) != _shape(call):
+            out = relax.op.broadcast_to(out, call.ty.shape)
+        return out
+
+    for name in binary:
+        mod["main"] = rewrite_call(is_op(name)(wildcard()), rewrite, mod["main"])
+    return mod
 
 
 def _shape(expr) -> list[int] | None:
