@@ -1,6 +1,11 @@
 """ONNX -> Relax: TVM's frontend, given the model the way it reads it (input dims fixed, opset upgraded where
 its converters would misread an older form)."""
 
+import contextlib
+import gc
+import io
+import os
+import sys
 from pathlib import Path
 
 from edgecnn.backends.tvm.build import require_tvm
@@ -31,12 +36,37 @@ def from_model(model, name: str):
     require_tvm()
     from tvm.relax.frontend.onnx import from_onnx
 
-    try:
-        return from_onnx(model, keep_params_in_input=False)
-    except Exception as e:  # the frontend raises many types for an unsupported op or attribute
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise Unsupported(f"TVM cannot import {name}: {type(e).__name__}: {detail} "
-                           "(edgecnn verify --ops shows what each backend takes; onnxruntime-cpu may)") from None
+    with native_stderr_muted():
+        try:
+            return from_onnx(model, keep_params_in_input=False)
+        except Exception as e:  # the frontend raises many types for an unsupported op or attribute
+            detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+            failed = Unsupported(f"TVM cannot import {name}: {type(e).__name__}: {detail} "
+                                 "(edgecnn verify --ops shows what each backend takes; onnxruntime-cpu may)")
+            del e
+    raise failed from None
+
+
+@contextlib.contextmanager
+def native_stderr_muted():
+    """What TVM's frontend prints on a failed import (its Python print of the op's inputs on stdout; its C++ log
+    on file descriptor 2: "BlockBuilder destroyed with remaining blocks!" as its builder is freed) kept from
+    the user's one error line; shown with EDGECNN_DEBUG=1."""
+    from edgecnn.core.errors import DEBUG_ENV
+
+    if os.environ.get(DEBUG_ENV) == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            gc.collect()  # the failed builder is freed here, while its warning goes nowhere
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _impl_versions(op: str) -> list[int]:
