@@ -21,7 +21,20 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TVM_NUM_THREADS", next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), "2"))
+
+
+def threads_arg() -> str:
+    """--threads, read before TVM's thread pool starts (compile and verify start it)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "2"
+
+
+os.environ.setdefault("TVM_NUM_THREADS", threads_arg())
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 

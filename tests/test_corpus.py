@@ -49,3 +49,30 @@ def test_every_conv_runs_nhwc(name, corpus):
     script = mod["main"].script()
     convs = sum(n.op_type == "Conv" for n in onnx.load(str(corpus[name])).graph.node)
     assert script.count('data_layout="NHWC"') == convs and 'data_layout="NCHW"' not in script
+
+
+def test_a_region_layout_inference_fails_on_stays_nchw(corpus):
+    """Where ConvertLayout's inference fails (the frontend's N-ary Sum: a stacked 5-D tensor, without the
+    rewrite that removes it), the ops on other ranks are lowered first and their region stays NCHW between
+    transposes: the other convs still go NHWC, and the result is ONNX Runtime's."""
+    import numpy as np
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from edgecnn.backends.tvm import build
+    from edgecnn.compiler import targets
+
+    path = corpus["old-exporter"]
+    mod = frontend.from_model(frontend.frontend_model(path), "old-exporter")
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    with pytest.raises(Exception, match="SLayout|out of bounds"):
+        relax.transform.ConvertLayout(passes.NHWC)(mod)
+    converted = passes.convert_layout(mod)
+    script = converted["main"].script()
+    assert "R.stack(" not in script and "call_tir(cls.stack" in script and 'data_layout="NHWC"' in script
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    spec = build.resolve_target(targets.load("host"))
+    vm = relax.VirtualMachine(tvm.compile(converted, target=tvm.target.Target(spec)), tvm.cpu())
+    want = ort.InferenceSession(str(path)).run(None, {"data": x})[0]
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, atol=1e-5)

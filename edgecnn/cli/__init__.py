@@ -61,10 +61,19 @@ def cli(debug):
 
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    before = os.environ.get(DEBUG_ENV)
     if "--debug" in args:
-        os.environ[DEBUG_ENV] = "1"  # the backends read it too (TVM's native log is shown)
-    debug = os.environ.get(DEBUG_ENV) == "1"
-    args = [a for a in args if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"  # the backends read it too (TVM's and ONNX Runtime's native logs shown)
+    try:
+        return run([a for a in args if a != "--debug"], debug=os.environ.get(DEBUG_ENV) == "1")
+    finally:
+        if before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = before
+
+
+def run(args: list[str], *, debug: bool) -> int:
     verb = next((a for a in args if a in COMMANDS), "edgecnn")
     try:
         cli.main(args=args, prog_name="edgecnn", standalone_mode=False)

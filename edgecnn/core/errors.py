@@ -93,9 +93,13 @@ def origin(exc: BaseException) -> tuple[str | None, str]:
         module = f.filename.replace("\\", "/").rsplit("/edgecnn/", 1)[1].removesuffix(".py").replace("/", ".")
         where = f"edgecnn.{module}.{f.name}:{f.lineno}"
     package = type(exc).__module__.split(".")[0]
-    if package not in FOREIGN and frames:
-        inner = frames[-1].filename.replace("\\", "/")
-        package = next((p for p in FOREIGN if f"/{p}/" in inner and "/edgecnn/" not in inner), package)
+    for frame in reversed(frames if package not in FOREIGN else []):  # innermost first; TVM adds C++ frames
+        path = "/" + frame.filename.replace("\\", "/")
+        if "/edgecnn/" in path:
+            break
+        package = next((p for p in FOREIGN if f"/{p}/" in path), package)
+        if package in FOREIGN:
+            break
     return (package if package in FOREIGN else None), where
 
 
