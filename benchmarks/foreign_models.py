@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds of TVM and ONNX Runtime "
                         "(0: no timing)")
     parser.add_argument("--threads", type=int, default=2, help="threads of TVM and of ONNX Runtime alike")
+    parser.add_argument("--out", default=str(RESULTS), help="the JSON written")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgecnn-foreign-") as tmp:
@@ -156,7 +157,7 @@ def main() -> None:
             console.rule(name)
             rows.append(try_model(name, Path(tmp), args.images, args.repeats, args.threads))
             console.print(rows[-1])
-    write_json(RESULTS, {"images": args.images, "threads": args.threads, "rows": rows})
+    write_json(args.out, {"images": args.images, "threads": args.threads, "rows": rows})
     print(markdown(rows))  # plain print: the README's table, unwrapped
 
 

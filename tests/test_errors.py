@@ -62,6 +62,8 @@ def test_an_os_error_names_the_path_and_writes_nothing(model, monkeypatch):
 
 def test_an_exception_raised_inside_tvm_is_named_as_tvms():
     tvm = pytest.importorskip("tvm")
+    import edgecnn.backends.tvm  # noqa: F401  (the backend names its packages)
+
     with pytest.raises(Exception) as caught:
         tvm.ir.Op.get("edgecnn.no_such_op")
     line = one_line(caught.value, "compile")

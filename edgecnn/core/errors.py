@@ -48,17 +48,20 @@ def hand_to_launcher(message: str) -> bool:
 
 DEBUG_ENV = "EDGECNN_DEBUG"  # 1: every error also prints its traceback (as --debug does)
 
-# the package an exception comes from -> (its name for a user, what the user can do)
+# the package an exception comes from -> (its name for a user, what the user can do); backends add theirs
 FOREIGN = {
-    "tvm": ("TVM", "another target may take it (edgecnn targets, e.g. onnxruntime-cpu); if the model is valid, "
-                   "report it with the model and the --debug output"),
     "onnx": ("ONNX", "the file is not a valid ONNX model: re-export it (onnx.checker.check_model names the problem)"),
     "google": ("ONNX", "the file is not a valid ONNX model (its bytes do not parse): re-export or re-download it"),
     "onnxruntime": ("ONNX Runtime", "check that ONNX Runtime runs the model (python -c \"import onnxruntime as o; "
                                     "o.InferenceSession('MODEL.onnx')\"), then re-export it"),
     "torch": ("PyTorch", "check the model code and the input shape it is given (--input-shape)"),
 }
-FOREIGN["tvm_ffi"] = FOREIGN["tvm"]
+
+
+def register_foreign(packages, name: str, fix: str) -> None:
+    """A backend names the packages it runs (their exceptions are told as `name` failing) and what to do."""
+    for package in packages:
+        FOREIGN[package] = (name, fix)
 
 
 def report_to() -> str:
@@ -116,7 +119,11 @@ def one_line(exc: BaseException, verb: str) -> str:
     if package:
         name, fix = FOREIGN[package]
         return f"{verb}: {name} failed{at}: {what}; {fix}"
-    from edgecnn import __version__
+    from importlib import metadata
 
-    return (f"{verb}: internal error in edgecnn {__version__}{at}: {what}; this is a bug in edgecnn: please report it "
+    try:
+        version = f" {metadata.version('edgecnn')}"
+    except metadata.PackageNotFoundError:
+        version = ""
+    return (f"{verb}: internal error in edgecnn{version}{at}: {what}; this is a bug in edgecnn: please report it "
             f"to {report_to()} with the command and the output of `edgecnn --debug ...`")

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 from edgecnn.backends.tvm.build import require_tvm
-from edgecnn.core.errors import EdgecnnError, Unsupported
+from edgecnn.core.errors import EdgecnnError, Unsupported, register_foreign
+
+register_foreign(("tvm", "tvm_ffi"), "TVM", "another target may take it (edgecnn targets, e.g. onnxruntime-cpu); if "
+                 "the model is valid, report it with the model and the --debug output")
 
 
 def import_onnx(onnx_path: str | Path, batch: int | None = 1, input_shape: list | None = None):
