@@ -69,8 +69,8 @@ class Graph:
         inputs = [helper.make_tensor_value_info(x, T.FLOAT, shape)]
         if weights_as_inputs:  # the Caffe2-era zoo: IR 3 lists every initializer as a graph input too
             inputs += [helper.make_tensor_value_info(n, t.data_type, list(t.dims)) for n, t in self.w.tensors.items()]
-        graph = helper.make_graph(self.nodes, path.stem, inputs, [helper.make_tensor_value_info(out, T.FLOAT, [shape[0], CLASSES])],
-                                  list(self.w.tensors.values()))
+        outputs = [helper.make_tensor_value_info(out, T.FLOAT, [shape[0], CLASSES])]
+        graph = helper.make_graph(self.nodes, path.stem, inputs, outputs, list(self.w.tensors.values()))
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="corpus")
         if ir:
             model.ir_version = ir

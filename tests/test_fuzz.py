@@ -139,7 +139,7 @@ def change_shape(rng, model):
         if rng.random() < 0.3:
             dim.dim_param = "n"
         else:
-            dim.dim_value = rng.choice([0, 1, 2, 5, 4096])
+            dim.dim_value = rng.choice([0, 1, 2, 5, 64])  # not 4096: quantize resizes its images first (137 s)
 
 
 def change_values(rng, model):
@@ -157,7 +157,8 @@ def change_values(rng, model):
 
 
 BYTE_MUTATIONS = [flip_bytes, cut_bytes, junk_bytes]
-GRAPH_MUTATIONS = [drop_node, drop_node, rewire_input, rewire_input, shuffle_nodes, change_op, change_op, drop_output_or_initializer, change_attribute,
+GRAPH_MUTATIONS = [drop_node, drop_node, rewire_input, rewire_input, shuffle_nodes, change_op, change_op,
+                   drop_output_or_initializer, change_attribute,
                    change_type, change_shape, change_values]
 
 
@@ -225,7 +226,7 @@ def bases(tmp_path_factory):
 def test_mutated_models_build_or_are_refused_in_one_line(bases, tmp_path):
     rng = random.Random(SEED)
     calib = image_folder(tmp_path / "calib", ["a", "b"], n=8, size=8)
-    outcomes, start = {}, time.perf_counter()
+    outcomes, seconds_by_verb, start = {}, {}, time.perf_counter()
     for case in range(CASES):
         base_name = rng.choice(sorted(bases))
         how, data = mutate(rng, bases[base_name])
@@ -235,6 +236,7 @@ def test_mutated_models_build_or_are_refused_in_one_line(bases, tmp_path):
         path.write_bytes(data)
         build = work / "out"
         args = commands(rng, path, work, calib, build)
+        began = time.perf_counter()
         if args[0] == "verify":  # the mutated model compiled (when it compiles), then its build verified
             code, err = run("compile", path, "--target", rng.choice(["onnxruntime-cpu", "host"]), "--out", build)
             if code != 0:
@@ -244,10 +246,13 @@ def test_mutated_models_build_or_are_refused_in_one_line(bases, tmp_path):
         label = f"case {case} ({base_name}, {how}, edgecnn {' '.join(map(str, args[:1]))})"
         outcome = check_case(code, err, work, label)
         if os.environ.get("EDGECNN_FUZZ_SHOW"):
-            print(label, outcome, err.strip().splitlines()[-1][:300] if err.strip() else "")
+            last = err.strip().splitlines()[-1][:200] if err.strip() else ""
+            print(label, outcome, f"{time.perf_counter() - began:.1f} s", last)
         outcomes[(args[0], outcome)] = outcomes.get((args[0], outcome), 0) + 1
+        seconds_by_verb[args[0]] = seconds_by_verb.get(args[0], 0.0) + time.perf_counter() - began
     seconds = time.perf_counter() - start
-    print(f"\n{CASES} cases in {seconds:.0f} s: " + ", ".join(f"{v} {k[0]} {k[1]}" for k, v in sorted(outcomes.items())))
+    print(f"\n{CASES} cases in {seconds:.0f} s: " + ", ".join(f"{v} {k[0]} {k[1]}" for k, v in sorted(outcomes.items()))
+          + "; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(seconds_by_verb.items())))
     assert {outcome for _, outcome in outcomes} == {"built", "refused"}  # both kinds of case were exercised
 
 

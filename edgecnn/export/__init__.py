@@ -155,8 +155,9 @@ def load_weights(module: torch.nn.Module, weights: str | Path, target: str) -> N
     except OSError:
         raise
     except Exception as e:  # not a torch file, pickled code, keys or shapes that differ from the module's
-        raise EdgecnnError(f"--weights {weights} does not load into {target}: {type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}; give the state dict saved from this model") from None
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise EdgecnnError(f"--weights {weights} does not load into {target}: {type(e).__name__}: {first}; give "
+                           "the state dict saved from this model") from None
 
 
 def check_against_torch(model, onnx_path: Path, spec: dict, n: int = 8) -> float:

@@ -269,7 +269,8 @@ def nary_to_binary(mod):
     def rewrite(call, _):
         stacked = bound.get(call.args[0], call.args[0])
         if not (isinstance(stacked, relax.Call) and getattr(stacked.op, "name", "") == "relax.stack") \
-                or int(stacked.attrs.axis) != 0 or [int(a) for a in call.attrs.axis or []] != [0] or call.attrs.keepdims:
+                or int(stacked.attrs.axis) != 0 or [int(a) for a in call.attrs.axis or []] != [0] \
+                or call.attrs.keepdims:
             return call
         fields = bound.get(stacked.args[0], stacked.args[0])
         if not isinstance(fields, relax.Tuple):
