@@ -195,9 +195,9 @@ def keras_tf2onnx(path, size: int = 16):
 
 def upsample_concat(path, size: int = 16):
     """A strided branch brought back by Resize (nearest, x2) and concatenated on channels with the full-size one,
-    global max pool as ReduceMax (keepdims), Flatten, Gemm, LogSoftmax (opset 13)."""
+    darknet's LeakyRelu, global max pool as ReduceMax (keepdims), Flatten, Gemm, LogSoftmax (opset 13)."""
     g = Graph(17)
-    x = g.node("Relu", [g.conv("data", 3, 8)])
+    x = g.node("LeakyRelu", [g.conv("data", 3, 8)], alpha=0.1)
     low = g.node("Relu", [g.conv(x, 8, 8, stride=2)])
     scales = g.w("scales", 4, value=[1, 1, 2, 2])
     up = g.node("Resize", [low, "", scales], mode="nearest")

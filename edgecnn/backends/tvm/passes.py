@@ -87,6 +87,22 @@ def relax_clip_to_minmax(mod):
         return relax.op.minimum(relax.op.maximum(x, relax.const(lo, dtype)), relax.const(hi, dtype))
 
     mod["main"] = rewrite_call(is_op("relax.clip")(wildcard(), varg_default_wildcard=True), rewrite, mod["main"])
+    return leaky_to_maximum(mod)
+
+
+def leaky_to_maximum(mod):
+    """leakyrelu(x, a) with 0 <= a <= 1 (darknet's classifiers) -> maximum(x, a * x): leakyrelu has no layout
+    inference, so each one sat between two transposes."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    def rewrite(call, _):
+        x, alpha = call.args[0], float(call.attrs.alpha)
+        if not 0.0 <= alpha <= 1.0:
+            return call
+        return relax.op.maximum(x, relax.op.multiply(x, relax.const(alpha, str(x.ty.dtype))))
+
+    mod["main"] = rewrite_call(is_op("relax.nn.leakyrelu")(wildcard()), rewrite, mod["main"])
     return mod
 
 
