@@ -192,6 +192,12 @@ def test_cli_exports_a_factory_from_the_users_code(tmp_path):
                                atol=1e-4)
     r = run_cli("export", "mynets:nothing", "--input-shape", "1x3x32x32", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert r.returncode == 1 and "cannot import mynets:nothing" in r.stderr and r.stderr.count("\n") == 1
+    # a shape the module does not take, an argument the factory does not know: one line each, nothing written
+    for args, says in ((["--input-shape", "1x1x32x32"], "does not take a 1x1x32x32 input"),
+                       (["--input-shape", "1x3x32x32", "--arg", "depth=3"], "mynets:build(depth=3) failed: TypeError")):
+        r = run_cli("export", "mynets:build", *args, "--out", "bad.onnx", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+        assert r.returncode == 1 and says in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_bundle_with_labels_predicts_what_onnxruntime_does(tmp_path, folder):

@@ -7,6 +7,7 @@ range (reduce_range), and compile stores full-range int8 weights as uint8 with t
 the same values, which ONNX Runtime multiplies without saturation (u8 x u8). Both are recorded.
 """
 
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from edgecnn.backends.base import Backend, QdqForm, Runner
 from edgecnn.core import onnx_utils
-from edgecnn.core.errors import EdgecnnError, MissingDependency, Unsupported
+from edgecnn.core.errors import DEBUG_ENV, EdgecnnError, MissingDependency, Unsupported
 
 ONNX_TYPES = {"float": "float32", "double": "float64"}  # ONNX Runtime's element type names numpy spells otherwise
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -35,7 +36,8 @@ class OrtRunner(Runner):
         opts.intra_op_num_threads = threads or 0
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-        opts.log_severity_level = 3
+        # 4 (fatal only): a failed run's error reaches the user as the exception's one line (edgecnn.cli.main)
+        opts.log_severity_level = 3 if os.environ.get(DEBUG_ENV) == "1" else 4
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented/... types

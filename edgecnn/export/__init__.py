@@ -95,14 +95,26 @@ def from_module(module: torch.nn.Module, input_shape, out: str | Path = "model.o
     given = {"mean": mean, "std": std, "scale": scale, "channel_order": channel_order}
     inp = {"name": "input", "shape": shape, "layout": "NCHW", "dtype": "float32"}
     inp.update(image_model.preprocessing({}, given, "float32", geometry(inp)[0]))
-    with torch.inference_mode():
-        k = module(torch.zeros(1, *shape)).reshape(1, -1).shape[1]
+    k = output_count(module, shape, name or type(module).__name__)
     classes = image_model.read_labels(labels) if labels is not None else [str(i) for i in range(k)]
     if len(classes) != k:
         raise EdgecnnError(f"{len(classes)} labels for the module's {k} outputs: give one label per class")
     spec = {"model": {"name": name or type(module).__name__, "source": "from_module"}, "input": inp,
             "classes": classes}
     return write_checked(module, spec, Path(out), opset=opset, batch=batch, facts={"recipe": None, "data": None})
+
+
+def output_count(module, shape: list, name: str) -> int:
+    """The module's outputs for one image of `shape`; EdgecnnError when its forward() does not take that shape."""
+    from edgecnn.core.errors import last_line
+
+    try:
+        with torch.inference_mode():
+            return module(torch.zeros(1, *shape)).reshape(1, -1).shape[1]
+    except Exception as e:  # torch's RuntimeError with a shape mismatch, or whatever the user's forward raises
+        given = "x".join(str(d) for d in [1, *shape])
+        raise EdgecnnError(f"{name} does not take a {given} input ({type(e).__name__}: {last_line(e, 160)}): give "
+                           "--input-shape the N x C x H x W its forward() expects") from None
 
 
 def load_factory(target: str, weights: str | Path | None = None, **kwargs) -> torch.nn.Module:
@@ -121,13 +133,31 @@ def load_factory(target: str, weights: str | Path | None = None, **kwargs) -> to
         raise EdgecnnError(f"cannot import {target}: {e}") from None
     finally:
         sys.path.remove(str(Path.cwd()))
-    module = factory(**kwargs)
+    try:
+        module = factory(**kwargs)
+    except Exception as e:  # the user's code: a wrong --arg, or its own error
+        raise EdgecnnError(f"{target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                           f"{type(e).__name__}: {e}; check its --arg values") from None
     if not isinstance(module, torch.nn.Module):
         raise EdgecnnError(f"{target}() returned a {type(module).__name__}, not a torch.nn.Module")
     if weights:
+        load_weights(module, weights, target)
+    return module
+
+
+def load_weights(module: torch.nn.Module, weights: str | Path, target: str) -> None:
+    """A state dict (or a checkpoint holding one under 'state_dict') into the module; one line when it does not fit."""
+    from edgecnn.core.errors import last_line
+
+    try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    return module
+    except OSError:
+        raise
+    except Exception as e:  # not a torch file, pickled code, keys or shapes that differ from the module's
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise EdgecnnError(f"--weights {weights} does not load into {target}: {type(e).__name__}: {first}; give "
+                           "the state dict saved from this model") from None
 
 
 def check_against_torch(model, onnx_path: Path, spec: dict, n: int = 8) -> float:

@@ -1,10 +1,18 @@
 """ONNX -> Relax: TVM's frontend, given the model the way it reads it (input dims fixed, opset upgraded where
 its converters would misread an older form)."""
 
+import contextlib
+import gc
+import io
+import os
+import sys
 from pathlib import Path
 
 from edgecnn.backends.tvm.build import require_tvm
-from edgecnn.core.errors import EdgecnnError, Unsupported
+from edgecnn.core.errors import EdgecnnError, Unsupported, register_foreign
+
+register_foreign(("tvm", "tvm_ffi"), "TVM", "another target may take it (edgecnn targets, e.g. onnxruntime-cpu); if "
+                 "the model is valid, report it with the model and the --debug output")
 
 
 def import_onnx(onnx_path: str | Path, batch: int | None = 1, input_shape: list | None = None):
@@ -23,7 +31,59 @@ def frontend_model(onnx_path: str | Path, batch: int | None = 1, input_shape: li
     inp = onnx_utils.real_inputs(model)[0]  # before IR 4, the weights are listed as inputs too
     dims = onnx_utils.dims(inp)
     onnx_utils.set_dims(inp, [batch or dims[0], *(input_shape or dims[1:])])
-    return for_frontend(model)
+    return fold_pads(for_frontend(model))
+
+
+def pad_widths(node, consts: dict) -> list[int] | None:
+    """A Pad node's widths when it pads zeros (constant mode, value 0) on H and W only, else None."""
+    from onnx import helper, numpy_helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    mode = attrs.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or len(node.input) > 3 or \
+            attrs.get("value", 0.0) != 0.0:
+        return None
+    if "pads" in attrs:  # opset < 11
+        pads = list(attrs["pads"])
+    elif len(node.input) > 1 and node.input[1] in consts:
+        pads = [int(p) for p in numpy_helper.to_array(consts[node.input[1]]).reshape(-1)]
+    else:
+        return None
+    value = node.input[2] if len(node.input) > 2 else ""
+    if value and (value not in consts or numpy_helper.to_array(consts[value]).any()):
+        return None
+    ok = len(pads) == 8 and not any(pads[:2] + pads[4:6]) and min(pads) >= 0
+    return pads if ok else None
+
+
+def fold_pads(model):
+    """Pad (zeros on H and W) whose every consumer is a Conv -> the Conv's own pads (tf2onnx writes 'same'
+    padding of a strided conv so, Inception's exporters a Pad before a 5x5): TVM imports Pad as an opaque
+    kernel, which would keep its region NCHW between two transposes."""
+    from onnx import helper
+
+    consts = {t.name: t for t in model.graph.initializer}
+    users: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    for pad in [n for n in model.graph.node if n.op_type == "Pad"]:
+        pads, convs = pad_widths(pad, consts), users.get(pad.output[0], [])
+        if pads is None or not convs or pad.output[0] in outputs or any(
+                c.op_type != "Conv" or c.input[0] != pad.output[0] or
+                any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in c.attribute) for c in convs):
+            continue
+        for conv in convs:
+            attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+            old = list(attrs.get("pads", [0, 0, 0, 0]))
+            new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
+            kept = [a for a in conv.attribute if a.name != "pads"]
+            del conv.attribute[:]
+            conv.attribute.extend([*kept, helper.make_attribute("pads", new)])
+            conv.input[0] = pad.input[0]
+        model.graph.node.remove(pad)
+    return model
 
 
 def from_model(model, name: str):
@@ -31,12 +91,37 @@ def from_model(model, name: str):
     require_tvm()
     from tvm.relax.frontend.onnx import from_onnx
 
-    try:
-        return from_onnx(model, keep_params_in_input=False)
-    except Exception as e:  # the frontend raises many types for an unsupported op or attribute
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise Unsupported(f"TVM cannot import {name}: {type(e).__name__}: {detail} "
-                           "(edgecnn verify --ops shows what each backend takes; onnxruntime-cpu may)") from None
+    with native_stderr_muted():
+        try:
+            return from_onnx(model, keep_params_in_input=False)
+        except Exception as e:  # the frontend raises many types for an unsupported op or attribute
+            detail = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+            failed = Unsupported(f"TVM cannot import {name}: {type(e).__name__}: {detail} "
+                                 "(edgecnn verify --ops shows what each backend takes; onnxruntime-cpu may)")
+            del e
+    raise failed from None
+
+
+@contextlib.contextmanager
+def native_stderr_muted():
+    """What TVM's frontend prints on a failed import (its Python print of the op's inputs on stdout; its C++ log
+    on file descriptor 2: "BlockBuilder destroyed with remaining blocks!" as its builder is freed) kept from
+    the user's one error line; shown with EDGECNN_DEBUG=1."""
+    from edgecnn.core.errors import DEBUG_ENV
+
+    if os.environ.get(DEBUG_ENV) == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            gc.collect()  # the failed builder is freed here, while its warning goes nowhere
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _impl_versions(op: str) -> list[int]:

@@ -73,7 +73,37 @@ def clip_to_minmax(mod):
         x, bound = wildcard(), wildcard()
         pattern = is_call_tir(name, [x, bound])  # a regex search: maximum, maximum1, ...
         mod["main"] = rewrite_call(pattern, lambda _, m, op=op, x=x, b=bound: op(m[x], m[b]), mod["main"])
-    return relax.transform.DeadCodeElimination()(mod)
+    return relax.transform.DeadCodeElimination()(relax_clip_to_minmax(mod))
+
+
+def relax_clip_to_minmax(mod):
+    """R.clip(x, lo, hi) (HardSwish, HardSigmoid) -> minimum(maximum(x, lo), hi): clip has no layout inference."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    def rewrite(call, _):
+        x, (lo, hi) = call.args[0], (float(a.value) for a in call.args[1:3])
+        dtype = str(x.ty.dtype)
+        return relax.op.minimum(relax.op.maximum(x, relax.const(lo, dtype)), relax.const(hi, dtype))
+
+    mod["main"] = rewrite_call(is_op("relax.clip")(wildcard(), varg_default_wildcard=True), rewrite, mod["main"])
+    return leaky_to_maximum(mod)
+
+
+def leaky_to_maximum(mod):
+    """leakyrelu(x, a) with 0 <= a <= 1 (darknet's classifiers) -> maximum(x, a * x): leakyrelu has no layout
+    inference, so each one sat between two transposes."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    def rewrite(call, _):
+        x, alpha = call.args[0], float(call.attrs.alpha)
+        if not 0.0 <= alpha <= 1.0:
+            return call
+        return relax.op.maximum(x, relax.op.multiply(x, relax.const(alpha, str(x.ty.dtype))))
+
+    mod["main"] = rewrite_call(is_op("relax.nn.leakyrelu")(wildcard()), rewrite, mod["main"])
+    return mod
 
 
 def drop_dropout(mod):
@@ -88,13 +118,193 @@ def drop_dropout(mod):
 
 def to_nhwc(mod):
     """Activations NHWC, conv weights HWIO, the weights' transposes folded. An unfolded BatchNormalization
-    and a Dropout (a model from elsewhere) go first: ConvertLayout cannot carry their tuple results."""
+    and a Dropout (a model from elsewhere) go first: ConvertLayout cannot carry their tuple results; N-ary
+    Sum/Mean/Max/Min become binary ops (their stacked 5-D tensor is what ConvertLayout cannot carry)."""
     from tvm import relax
 
     mod = relax.transform.DecomposeOpsForInference()(drop_dropout(clip_to_minmax(mod)))
     mod = relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(mod))
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
-    return fold_constants(mod)
+    mod = relax.transform.DeadCodeElimination()(reduce_to_pool(nary_to_binary(mod)))
+    return shuffle_in_nhwc(merge_permutes(fold_constants(convert_layout(mod))))
+
+
+NHWC = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+
+
+def convert_layout(mod):
+    """ConvertLayout to NHWC. Where its layout inference fails on an op (a tensor of another rank it does not
+    expect), the ops touching tensors of rank != 4 are lowered first so their region stays NCHW with a layout
+    change at its borders; failing that, the graph stays NCHW (TVM's default conv lowering: slower, correct)."""
+    from tvm import relax
+
+    from edgecnn.core.progress import status
+
+    try:
+        return relax.transform.ConvertLayout(NHWC)(mod)
+    except Exception as e:  # tvm.error.InternalError from an op's layout inference
+        first = str(e).strip().splitlines()[-1][:160]
+    try:
+        return relax.transform.ConvertLayout(NHWC)(lower_other_ranks(mod))
+    except Exception:
+        status.print(f"TVM's layout conversion failed ({first}): the graph stays NCHW (slower)",
+                     markup=False, highlight=False)
+        return mod
+
+
+def merge_permutes(mod):
+    """permute_dims(permute_dims(x)) -> one permute, or x where they cancel (tf2onnx's NHWC -> NCHW transpose
+    meets ConvertLayout's NCHW -> NHWC one at the input)."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    x = wildcard()
+    inner = is_op("relax.permute_dims")(x)
+
+    def rewrite(call, m):
+        a, b = m[inner].attrs.axes, call.attrs.axes
+        if a is None or b is None:
+            return call
+        axes = [int(a[int(i)]) for i in b]
+        return m[x] if axes == sorted(axes) else relax.op.permute_dims(m[x], axes)
+
+    mod["main"] = rewrite_call(is_op("relax.permute_dims")(inner), rewrite, mod["main"])
+    return mod
+
+
+def shuffle_in_nhwc(mod):
+    """ShuffleNet's channel shuffle, left NCHW by ConvertLayout (reshape has no layout inference) between two
+    transposes: NHWC -> NCHW, reshape N x g x C/g x H x W, swap g and C/g, reshape back, NCHW -> NHWC. The
+    same shuffle on the NHWC tensor: reshape N x H x W x g x C/g, swap the last two, reshape back (one copy,
+    not three)."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    x = wildcard()
+    to_nchw = is_op("relax.permute_dims")(x)
+    split = is_op("relax.reshape")(to_nchw, wildcard())
+    swap = is_op("relax.permute_dims")(split)
+    merged = is_op("relax.reshape")(swap, wildcard())
+
+    def axes(expr):
+        return [int(a) for a in expr.attrs.axes or []]
+
+    def rewrite(call, m):
+        shape, five = _shape(m[x]), _shape(m[split])
+        if axes(call) != [0, 2, 3, 1] or axes(m[to_nchw]) != [0, 3, 1, 2] or axes(m[swap]) != [0, 2, 1, 3, 4] \
+                or shape is None or five is None or _shape(m[merged]) != [shape[0], shape[3], shape[1], shape[2]]:
+            return call
+        n, h, w, c = shape
+        if five[0] != n or five[1] * five[2] != c or five[3:] != [h, w]:
+            return call
+        grouped = relax.op.reshape(m[x], [n, h, w, five[1], five[2]])
+        return relax.op.reshape(relax.op.permute_dims(grouped, [0, 1, 2, 4, 3]), [n, h, w, c])
+
+    mod["main"] = rewrite_call(is_op("relax.permute_dims")(merged), rewrite, mod["main"])
+    return mod
+
+
+def lower_other_ranks(mod):
+    """Every op that reads or makes a tensor of rank != 4 lowered now to its call_tir (its usual legalization,
+    the one LegalizeOps would give it later): ConvertLayout does not look inside a call_tir and gives it NCHW
+    inputs, so a stacked 5-D tensor or a shuffle keeps its region NCHW instead of failing layout inference."""
+    import tvm
+    from tvm import relax
+
+    def rank(expr):
+        return getattr(getattr(expr, "ty", None), "ndim", -1)
+
+    @relax.expr_functor.mutator
+    class Lower(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            if not isinstance(call.op, tvm.ir.Op) or call.op.name == "relax.nn.conv2d":
+                return call
+            legalize = call.op.get_attr("FLegalize")
+            tensors = [a for a in call.args if rank(a) > 0]
+            if legalize is None or all(rank(t) == 4 for t in [*tensors, call]):
+                return call
+            return legalize(self.builder_, call)
+
+    lower = Lower(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            lower.builder_.update_func(gv, lower.visit_expr(func))
+    return lower.builder_.get()
+
+
+def reduce_to_pool(mod):
+    """Global pooling written as a reduce (ReduceMean/ReduceMax over H and W of NCHW, or over H and W after
+    tf2onnx's transpose to NHWC) -> adaptive_avg_pool2d / max_pool2d over the whole map: pools have layout
+    inference and a schedule rule; a reduce over the outer axes of NHWC fell to the slow fallback rule."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    bound = relax.analysis.get_var2val(mod["main"])
+
+    def pool_input(call):
+        """The NCHW tensor the reduce pools over H and W, or None."""
+        x, axes = call.args[0], sorted(int(a) % 4 for a in call.attrs.axis or [])
+        if getattr(x.ty, "ndim", -1) != 4 or _shape(x) is None:
+            return None
+        if axes == [2, 3]:
+            return x
+        value = bound.get(x)
+        is_nhwc = isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.permute_dims" \
+            and [int(a) for a in value.attrs.axes or []] == [0, 2, 3, 1]
+        return value.args[0] if axes == [1, 2] and is_nhwc and _shape(value.args[0]) is not None else None
+
+    def rewrite(call, _):
+        x = pool_input(call)
+        if x is None:
+            return call
+        n, c, h, w = _shape(x)
+        pooled = relax.op.nn.adaptive_avg_pool2d(x, [1, 1]) if call.op.name == "relax.mean" \
+            else relax.op.nn.max_pool2d(x, pool_size=[h, w])
+        return relax.op.reshape(pooled, _shape(call))
+
+    for name in ("relax.mean", "relax.max"):
+        mod["main"] = rewrite_call(is_op(name)(wildcard()), rewrite, mod["main"])
+    return mod
+
+
+def nary_to_binary(mod):
+    """sum|mean|max|min(stack(broadcast_to(x_i)...), axis=0), the ONNX frontend's Sum/Mean/Max/Min of N inputs,
+    -> a chain of binary ops (they broadcast): ConvertLayout cannot carry the stacked 5-D tensor."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    binary = {"relax.sum": relax.op.add, "relax.mean": relax.op.add, "relax.max": relax.op.maximum,
+              "relax.min": relax.op.minimum}
+    bound = relax.analysis.get_var2val(mod["main"])
+
+    def unwrap(expr):
+        value = bound.get(expr, expr)
+        is_broadcast = isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.broadcast_to"
+        return value.args[0] if is_broadcast else expr
+
+    def rewrite(call, _):
+        stacked = bound.get(call.args[0], call.args[0])
+        if not (isinstance(stacked, relax.Call) and getattr(stacked.op, "name", "") == "relax.stack") \
+                or int(stacked.attrs.axis) != 0 or [int(a) for a in call.attrs.axis or []] != [0] \
+                or call.attrs.keepdims:
+            return call
+        fields = bound.get(stacked.args[0], stacked.args[0])
+        if not isinstance(fields, relax.Tuple):
+            return call
+        terms = [unwrap(f) for f in fields.fields]
+        out = terms[0]
+        for term in terms[1:]:
+            out = binary[call.op.name](out, term)
+        if call.op.name == "relax.mean":
+            out = relax.op.divide(out, relax.const(len(terms), str(call.ty.dtype)))
+        shapes = [_shape(t) for t in terms]
+        if len(terms) == 1 or None in shapes or list(np.broadcast_shapes(*shapes)) != _shape(call):
+            out = relax.op.broadcast_to(out, call.ty.shape)
+        return out
+
+    for name in binary:
+        mod["main"] = rewrite_call(is_op(name)(wildcard()), rewrite, mod["main"])
+    return mod
 
 
 def _shape(expr) -> list[int] | None:
