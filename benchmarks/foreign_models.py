@@ -96,6 +96,7 @@ MODELS.update({f"corpus-{name}": corpus_entry(name) for name in corpus_models.CO
 
 def try_model(name: str, work: Path, images: int, repeats: int = 0, threads: int = 2) -> dict:
     from edgecnn import compiler, verify
+    from edgecnn.core import manifest
     from edgecnn.core.errors import EdgecnnError
 
     how, make, given = MODELS[name]
@@ -130,11 +131,12 @@ def speed_vs_onnxruntime(build: Path, source: Path, repeats: int, threads: int =
     """p50 of the TVM build and of ONNX Runtime on the source ONNX, interleaved rounds; their ratio."""
     from tvm_vs_ort import OrtNoSpin, measure
 
-    from edgecnn import backends, compiler
+    from edgecnn import backends
+    from edgecnn.core import manifest
     from edgecnn.backends.onnxruntime import OrtRunner
     from edgecnn.bench import random_input
 
-    tvm = backends.get("tvm").load(build, compiler.manifest.read(build), threads=threads)
+    tvm = backends.get("tvm").load(build, manifest.read(build), threads=threads)
     subjects = {"tvm": tvm, "ort": OrtRunner(source, threads=threads), "ort nospin": OrtNoSpin(source, threads)}
     rounds = measure(subjects, random_input(tvm, 1), repeats, 0.2)
     ort = np.minimum(rounds["ort"], rounds["ort nospin"])
