@@ -122,6 +122,12 @@ class Backend:
     qdq_form: QdqForm | None = None  # the Q/DQ placement its int8 kernels want, if it has int8 kernels
     tunable = False  # it has a tuner (`edgecnn tune`, Backend.tune)
 
+    @property
+    def int8_form(self) -> str | None:
+        """The Q/DQ form (a name of edgecnn.backends.qdq_forms) its fast int8 path runs, which compile converts an
+        int8 model to; None: it takes any form. A backend with its own form wants that one."""
+        return self.name if self.qdq_form else None
+
     def available(self) -> str | None:
         """None when usable here, else the reason (e.g. the package to install)."""
         return None

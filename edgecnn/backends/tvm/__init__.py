@@ -25,6 +25,7 @@ class TvmBackend(Backend):
     packages = ("apache-tvm", "apache-tvm-ffi")
     matrix_target = "host"
     tunable = True
+    int8_form = "tensorrt"  # its int8 kernels take symmetric int8 activations and weights (zero points 0)
 
     def available(self) -> str | None:
         return build.available()
