@@ -333,7 +333,10 @@ def test_compile_converts_to_the_targets_form_and_verifies(lenet_int8, tmp_path)
     from edgecnn.compiler import manifest
 
     _, out = lenet_int8
-    build = compiler.compile_model(out / "model.int8.onnx", "onnxruntime-cpu", "int8", tmp_path / "b")
+    build = tmp_path / "b"
+    r = run_cli("compile", out / "model.int8.onnx", "--target", "onnxruntime-cpu", "--out", build)
+    assert r.returncode == 0, r.stderr
+    assert "model.int8.onnx: tensorrt Q/DQ form -> onnxruntime" in r.stdout  # said in one line
     man = manifest.read(build)
     assert man["source"]["converted"]["from"] == "tensorrt" and man["source"]["converted"]["to"] == "onnxruntime"
     assert man["source"]["converted"]["onnx"] == str((out / "model.int8.onnx").resolve())

@@ -132,6 +132,6 @@ def form_for_target(onnx_path: Path, model, backend, *, precision: str, work: Pa
     dst = work / onnx_path.name
     record = forms.convert(onnx_path, dst, want)
     record.update({"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path)})
-    console.print(f"{onnx_path.name} is in the {have} Q/DQ form, which {backend.name}'s int8 kernels do not take "
-                  f"fast: re-quantized in the {want} form from its recorded calibration")
+    console.print(f"{onnx_path.name}: {have} Q/DQ form -> {want}, the form {backend.name}'s int8 kernels run fast "
+                  "(re-quantized from its recorded calibration)", soft_wrap=True)
     return dst, onnx.load(str(dst)), record
