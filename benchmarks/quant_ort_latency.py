@@ -9,7 +9,10 @@ MobileNet v2, calibrated on their val split). Variants of each model:
 - int8 (TensorRT Q/DQ): `edgecnn quantize` (--form tensorrt, the default: symmetric int8, Q/DQ only on
   the inputs of Conv/Gemm/Add, ReLU/Clip kept), the form TensorRT fuses;
 - int8 (ORT CPU Q/DQ): `edgecnn quantize --form onnxruntime`, ONNX Runtime's own CPU recipe (uint8
-  asymmetric activations, Q/DQ after every op, ReLU/Clip folded), which ORT fuses into QLinearConv.
+  asymmetric activations, Q/DQ after every op, ReLU/Clip folded), which ORT fuses into QLinearConv;
+- int8 (TensorRT Q/DQ converted): what `edgecnn compile --target onnxruntime-cpu` now builds from the default
+  form (quantize.forms.convert: the float graph under the TensorRT Q/DQ, re-quantized in ORT's form from the
+  asymmetric ranges quantize records).
 Rounds interleave the variants so machine noise hits all alike; the median of the round medians is
 reported with the int8/fp32 ratio. Writes benchmarks/results/quant_ort_latency.json and .png.
 """
@@ -28,7 +31,8 @@ from edgecnn.models import checkpoint
 from edgecnn.train import recipe
 from edgecnn import export
 from edgecnn.core.progress import console
-from edgecnn.quantize import data, ptq
+from edgecnn.qdq import ptq
+from edgecnn.quantize import data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGENET = {"input_size": 224, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -57,10 +61,17 @@ def variants(fp32: Path, x: np.ndarray, work: Path) -> dict[str, Path]:
     """fp32 and the two Q/DQ forms `edgecnn quantize --form` writes (minmax calibration on `x`)."""
     symmetric = ptq.calibrate(fp32, x, algo="minmax", work=work, form=ptq.Scheme().placement)
     asymmetric = ptq.calibrate(fp32, x, algo="minmax", work=work, form=ptq.Scheme(form="onnxruntime").placement)
-    return {"fp32": fp32,
-            "int8 (TensorRT Q/DQ)": ptq.quantize_onnx(fp32, work / "int8-trt.onnx", symmetric, work=work),
+    import onnx
+
+    from edgecnn.qdq import forms
+
+    trt = ptq.quantize_onnx(fp32, work / "int8-trt.onnx", symmetric, work=work)
+    onnx.save(forms.float_graph(onnx.load(str(trt))), str(work / "trt-float.onnx"))  # as forms.convert does
+    return {"fp32": fp32, "int8 (TensorRT Q/DQ)": trt,
             "int8 (ORT CPU Q/DQ)": ptq.quantize_onnx(fp32, work / "int8-ort.onnx", asymmetric,
-                                                     ptq.Scheme(form="onnxruntime"), work=work)}
+                                                     ptq.Scheme(form="onnxruntime"), work=work),
+            "int8 (TensorRT Q/DQ converted)": ptq.quantize_onnx(work / "trt-float.onnx", work / "int8-conv.onnx",
+                                                                asymmetric, ptq.Scheme(form="onnxruntime"), work=work)}
 
 
 def session(path: Path, threads: int):
@@ -102,7 +113,7 @@ def plot(results: dict, path: Path) -> None:
     for ax, m in zip(axes[0], models):
         lat = results["models"][m]["latency"]
         bars = ax.bar(range(len(kinds)), [lat[k]["median_ms"] for k in kinds],
-                      color=["tab:blue", "tab:red", "tab:orange"])
+                      color=["tab:blue", "tab:red", "tab:orange", "tab:green"][:len(kinds)])
         ax.set_xticks(range(len(kinds)), [k.replace(" (", "\n(") for k in kinds], fontsize=7)
         ax.bar_label(bars, [f"{lat[k]['median_ms']:.2f} ms\n{lat[k]['median_ms'] / lat['fp32']['median_ms']:.2f}x"
                             for k in kinds], fontsize=7)

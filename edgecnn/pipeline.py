@@ -128,27 +128,39 @@ def deploy(plan: Plan, precision: str, label: str) -> dict:
 
 
 def with_baseline(report: dict) -> dict:
-    """The build's latency at its smallest batch, with ONNX Runtime's p50 on the same model beside it (absent
-    for an ONNX Runtime build: it is the baseline)."""
+    """The build's latency at its smallest batch, with ONNX Runtime's p50 beside it (absent for an ONNX Runtime
+    build: it is the baseline): for an int8 build ONNX Runtime's int8 in its own Q/DQ form, the one it runs fast;
+    and the fp32 build's p50 when bench found one (bench.baselines)."""
     from edgecnn import bench
+    from edgecnn.bench import baselines
 
     latency = dict(bench.build_latency(report))
-    ort = report["results"].get("onnxruntime")
+    b = str(latency["batch"])
+    own_form = baselines.ORT_INT8 in report["results"]
+    ort = report["results"].get(baselines.ORT_INT8 if own_form else "onnxruntime")
     if ort and report["backend"] != "onnxruntime":
-        b = str(latency["batch"])
         latency["onnxruntime_p50_ms"] = ort["batches"][b]["p50_ms"]
         latency["vs_onnxruntime"] = latency["p50_ms"] / latency["onnxruntime_p50_ms"]
+        latency["onnxruntime_label"] = "ONNX Runtime int8" if own_form else \
+            "ONNX Runtime, same Q/DQ graph" if report["precision"] == "int8" else "ONNX Runtime"
+    fp32 = report["results"].get(baselines.FP32_BUILD)
+    if fp32:
+        latency["fp32_build_p50_ms"] = fp32["batches"][b]["p50_ms"]
+        latency["vs_fp32_build"] = latency["p50_ms"] / latency["fp32_build_p50_ms"]
     return latency
 
 
 def p50_text(lat: dict) -> str:
-    """'p50 0.012 ms (ONNX Runtime 0.022 ms: 0.55x)'."""
+    """'p50 0.012 ms (ONNX Runtime int8 0.022 ms: 0.55x; fp32 build 0.015 ms: 0.80x)'."""
     from edgecnn.core.progress import fmt
 
-    text = f"p50 {fmt(lat['p50_ms'])} ms"
+    beside = []
     if "onnxruntime_p50_ms" in lat:
-        text += f" (ONNX Runtime {fmt(lat['onnxruntime_p50_ms'])} ms: {lat['vs_onnxruntime']:.2f}x)"
-    return text
+        beside.append(f"{lat.get('onnxruntime_label', 'ONNX Runtime')} {fmt(lat['onnxruntime_p50_ms'])} ms: "
+                      f"{lat['vs_onnxruntime']:.2f}x")
+    if "fp32_build_p50_ms" in lat:
+        beside.append(f"fp32 build {fmt(lat['fp32_build_p50_ms'])} ms: {lat['vs_fp32_build']:.2f}x")
+    return f"p50 {fmt(lat['p50_ms'])} ms" + (f" ({'; '.join(beside)})" if beside else "")
 
 
 def side_by_side(s: dict):

@@ -205,3 +205,23 @@ def test_cli_lock_clocks_and_wait_cool_say_what_they_could_not_do(host_build):
         assert "warning: tvm: --lock-clocks: CPU governor: no cpufreq policies" in r.stdout
     if not list(Path("/sys/class/thermal").glob("thermal_zone*")):
         assert "unavailable" in dev["cooled"]["1"] and "--wait-cool 80: no temperature readable" in r.stdout
+
+
+def test_int8_build_is_timed_against_ort_int8_and_the_fp32_build(lenet_int8, lenet_run, tmp_path):
+    """bench of an int8 host build adds ONNX Runtime's int8 in its own form and the fp32 build found beside it."""
+    from edgecnn import compiler, export
+    from edgecnn.bench import baselines
+
+    _, out = lenet_int8
+    onnx_path = export.export(lenet_run, tmp_path / "model.onnx")
+    fp32 = compiler.compile_model(onnx_path, "host", "fp32", tmp_path / "build-host-fp32")
+    int8 = compiler.compile_model(out / "model.int8.onnx", "host", "int8", tmp_path / "build-host-int8")
+    assert baselines.fp32_build(int8, manifest.read(int8)) == fp32.resolve()
+    report = bench.bench(int8, warmup=1, runs=5, threads=1, compare=["onnxruntime"], plot=False)
+    assert set(report["results"]) == {"tvm", "onnxruntime", baselines.ORT_INT8, baselines.FP32_BUILD}
+    lines = benchreport.baseline_lines(report)
+    assert any("ONNX Runtime's int8 in its own Q/DQ form" in line for line in lines)
+    assert any("the fp32 build's" in line for line in lines)
+    none = bench.bench(int8, warmup=1, runs=5, threads=1, compare=[], plot=False)
+    assert set(none["results"]) == {"tvm"}
+

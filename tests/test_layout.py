@@ -13,7 +13,7 @@ PACKAGE = ROOT / "edgecnn"
 # the stages, lowest first: a package imports only from lower ranks (and within itself); README "Where the
 # code is" states the same order. Modules at the top of the package (pipeline, runtime, rpc, rpc_server,
 # __main__) are entry points: the top rank.
-STAGES = [("core", "device"), ("data", "models"), ("backends",), ("train", "export", "compiler"),
+STAGES = [("core", "device"), ("data", "models"), ("backends",), ("qdq",), ("train", "export", "compiler"),
           ("verify", "bench"), ("quantize",), ("deploy", "pipeline", "testing", "cli")]
 MAX_POSITIONAL = 4  # a function with more parameters takes the rest by keyword
 

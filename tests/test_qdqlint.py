@@ -36,7 +36,7 @@ def fp32_onnx(tmp_path_factory):
 
 def quantize(src, dst, per_channel=True, form="tensorrt"):
     """edgecnn's own quantizer (ONNX Runtime's quantize_static underneath) in a backend's Q/DQ form."""
-    from edgecnn.quantize import ptq
+    from edgecnn.qdq import ptq
 
     scheme = ptq.Scheme(per_channel, form, reduce_range=False)
     x = np.random.default_rng(0).standard_normal((4, 1, 16, 16)).astype(np.float32)

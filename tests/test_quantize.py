@@ -14,7 +14,7 @@ from edgecnn import compiler, models, verify
 from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.quantize import quantize
-from edgecnn.quantize.ptq import mse_threshold
+from edgecnn.qdq.ptq import mse_threshold
 
 FAST = {"calib": 32, "sensitivity": 0}
 
@@ -280,3 +280,112 @@ def test_run_builds_int8_beside_the_targets_precision():
     assert precision_list("int8", "host") == ["int8"] and precision_list("fp32, int8,fp32", "host") == ["fp32", "int8"]
     with pytest.raises(EdgecnnError, match="--precision int4"):
         precision_list("int4", "host")
+
+
+def fakequant_logits(path, x):
+    """The op-by-op fake-quant reference's logits (what verify holds int8 builds to)."""
+    from edgecnn.backends.onnxruntime import OrtRunner
+    from edgecnn.backends.reference import FAKEQUANT_LEVEL
+
+    runner = OrtRunner(path, level=FAKEQUANT_LEVEL)
+    return next(iter(runner.run(x).values()))
+
+
+def test_evaluation_graph_folds_weights_bit_for_bit_and_predicts_as_fakequant(lenet_int8, lenet_run):
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edgecnn.quantize import data
+    from edgecnn.qdq import forms
+
+    rep, out = lenet_int8
+    model = onnx.load(str(out / "model.int8.onnx"))
+    folded = consts(forms.evaluation_graph(model))
+    inits = {i.name: i for i in model.graph.initializer}
+    for dq in forms._constant_dqs(model):  # ONNX Runtime's own DequantizeLinear on the same initializers
+        g = helper.make_graph([dq], "dq", [], [helper.make_tensor_value_info(dq.output[0], TensorProto.FLOAT, None)],
+                              [inits[i] for i in dq.input if i])
+        one = helper.make_model(g, opset_imports=model.opset_import)
+        one.ir_version = model.ir_version
+        assert np.array_equal(ort.InferenceSession(one.SerializeToString()).run(None, {})[0], folded[dq.output[0]])
+    test = data.load(data.recipe(lenet_run).data, checkpoint.load(lenet_run)[1], "test")
+    fast, ref = data.predict(out / "model.int8.onnx", test.x), fakequant_logits(out / "model.int8.onnx", test.x)
+    assert np.array_equal(fast.argmax(1), ref.argmax(1))
+    assert rep["accuracy"]["int8"] == pytest.approx(100.0 * float((ref.argmax(1) == test.labels).mean()))
+
+
+def test_mobilenet_fast_evaluation_predicts_as_fakequant(mnv2_run, tmp_path):
+    from edgecnn.quantize import data
+
+    rep = quantize(mnv2_run, tmp_path, **FAST)
+    x = data.load(data.recipe(mnv2_run).data, checkpoint.load(mnv2_run)[1], "test").x
+    fast, ref = data.predict(tmp_path / "model.int8.onnx", x), fakequant_logits(tmp_path / "model.int8.onnx", x)
+    assert np.array_equal(fast.argmax(1), ref.argmax(1)) and rep["accuracy"]["agreement"] > 0
+    assert np.abs(fast - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def qdq_activation_types(model) -> set:
+    """The integer types activations are quantized to (the QuantizeLinear zero points' types)."""
+    c = consts(model)
+    return {c[n.input[2]].dtype.name for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+
+
+def test_compile_converts_to_the_targets_form_and_verifies(lenet_int8, tmp_path):
+    from edgecnn.core import manifest
+
+    _, out = lenet_int8
+    build = tmp_path / "b"
+    r = run_cli("compile", out / "model.int8.onnx", "--target", "onnxruntime-cpu", "--out", build)
+    assert r.returncode == 0, r.stderr
+    assert "model.int8.onnx: tensorrt Q/DQ form -> onnxruntime" in r.stdout  # said in one line
+    man = manifest.read(build)
+    assert man["source"]["converted"]["from"] == "tensorrt" and man["source"]["converted"]["to"] == "onnxruntime"
+    assert man["source"]["converted"]["onnx"] == str((out / "model.int8.onnx").resolve())
+    assert man["quantization"]["form"] == "onnxruntime"
+    assert qdq_activation_types(onnx.load(str(build / "model.onnx"))) == {"uint8"}  # ONNX Runtime's own form
+    assert qdq_activation_types(onnx.load(str(out / "model.int8.onnx"))) == {"int8"}  # the user's file unchanged
+    report = verify.verify(build)
+    assert report["passed"] and report["outputs"]["logits"]["decisive_agreement"] == 100.0
+    assert report["fp32"]["top1_agreement"] > 90
+
+
+def test_convert_back_to_the_symmetric_form_keeps_the_fp32_layers(lenet_run, tmp_path):
+    from edgecnn.qdq import forms
+
+    quantize(lenet_run, tmp_path, form="onnxruntime", skip=["head"], **FAST)
+    src = onnx.load(str(tmp_path / "model.int8.onnx"))
+    forms.convert(tmp_path / "model.int8.onnx", tmp_path / "sym.onnx", "tensorrt")
+    sym = onnx.load(str(tmp_path / "sym.onnx"))
+    assert qdq_activation_types(src) == {"uint8"} and qdq_activation_types(sym) == {"int8"}
+    assert forms.fp32_nodes(sym) == forms.fp32_nodes(src) != []
+    assert onnx_utils.read_meta(sym)["quantization"]["converted"]["from"] == "onnxruntime"
+    x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
+    a, b = fakequant_logits(tmp_path / "model.int8.onnx", x), fakequant_logits(tmp_path / "sym.onnx", x)
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.9  # two quantizations of one model
+
+
+def test_compile_refuses_a_slow_form_it_cannot_convert(lenet_int8, tmp_path):
+    from edgecnn.qdq.forms import CALIBRATION_KEY
+
+    _, out = lenet_int8
+    model = onnx.load(str(out / "model.int8.onnx"))
+    kept = [p for p in model.metadata_props if not p.key.endswith(CALIBRATION_KEY)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "model.int8.onnx"))
+    with pytest.raises(EdgecnnError, match="quantize it again with --form onnxruntime"):
+        compiler.compile_model(tmp_path / "model.int8.onnx", "onnxruntime-cpu", "int8", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_algo_auto_keeps_the_most_accurate_within_the_budget(lenet_run, tmp_path):
+    from edgecnn.quantize import report
+
+    rep = quantize(lenet_run, tmp_path, algo="auto", calib=32, sensitivity=0, max_drop=100)
+    choice = rep["algo_auto"]
+    assert [r["algo"] for r in choice["rows"]] == ["minmax", "percentile", "entropy", "mse"]
+    best = max(choice["rows"], key=lambda r: (r["top1"], r["agreement"]))
+    assert choice["chosen"] == best["algo"] == rep["config"]["algo"] and choice["within_budget"]
+    assert onnx_utils.read_meta(onnx.load(str(tmp_path / "model.int8.onnx")))["quantization"]["algo"] == best["algo"]
+    assert "sensitivity" not in rep
+    assert report.algo_table(rep).row_count == 4

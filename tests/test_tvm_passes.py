@@ -59,7 +59,7 @@ def test_prepared_graph_runs_no_transpose_and_keeps_the_result(mobilenet_onnx, x
 
 def quantize(onnx_path, out, form="tensorrt"):
     """edgecnn's own quantizer (per-channel weights) in a backend's Q/DQ form, calibrated on random images."""
-    from edgecnn.quantize import ptq
+    from edgecnn.qdq import ptq
 
     scheme = ptq.Scheme(per_channel=True, form=form, reduce_range=False)
     x = np.random.default_rng(1).standard_normal((32, *input_chw(onnx_path))).astype(np.float32)

@@ -122,6 +122,9 @@ class Backend:
 
     name = ""
     packages: tuple[str, ...] = ()  # pip packages whose versions a manifest records
+    # the Q/DQ form (a name of edgecnn.backends.qdq_forms) its fast int8 path runs, which compile converts an
+    # int8 model to; None: it takes any form
+    int8_form: str | None = None
 
     def available(self) -> str | None:
         """None when usable here, else the reason (e.g. the package to install)."""

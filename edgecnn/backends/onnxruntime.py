@@ -127,6 +127,7 @@ def prepare_int8(path: Path) -> dict:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     matrix_target = "onnxruntime-cpu"
+    int8_form = "onnxruntime"  # its CPU int8 kernels fuse only its own placement
 
     @property
     def qdq_form(self) -> QdqForm:

@@ -34,6 +34,8 @@ bench.json (summary() is the part a manifest and a bundle carry, with the build'
       warnings       a clock that moved by > 10% of its maximum, a temperature that rose >= 5 C, throttling, a
                      power mode that changed, what lock_clocks or wait_cool could not do
     ratios        NAME.B.{mean,p50,p99}: NAME's latency over the build's
+    An int8 build is also timed against ONNX Runtime's int8 in ONNX Runtime's own form and against the fp32
+    build beside it (bench.baselines), when `compare` is not empty.
     warnings      every subject's warnings, as "NAME: warning"
 """
 
@@ -50,7 +52,7 @@ import numpy as np
 
 from edgecnn import backends
 from edgecnn.backends.base import DEFAULT_SECONDS
-from edgecnn.bench import system
+from edgecnn.bench import baselines, system
 from edgecnn.device import conditions
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.fileio import write_json
@@ -185,7 +187,7 @@ def worker() -> None:
     """Entry point of a subject's process: argv = job file, result file (both pickles we wrote)."""
     job, result = sys.argv[1:3]
     name, load, plan = pickle.loads(Path(job).read_bytes())
-    if not backends.needs_torch(backends.get(name)):  # a deployed runtime has no torch (tvm_ffi imports it if present)
+    if name not in backends.names() or not backends.needs_torch(backends.get(name)):  # a deployed runtime has no torch
         sys.modules.setdefault("torch", None)
     try:
         out = (True, measure(name, load, plan))
@@ -271,6 +273,8 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
     plan["batches"] = batches = [int(b) for b in results[backend]["batches"]]
     for name in compare:
         results[name] = run_subject(name, functools.partial(load_reference, str(build_dir), name, threads), plan)
+    for name, load_other in (baselines.subjects(build_dir, man, threads) if compare and boards == 1 else {}).items():
+        results[name] = run_subject(name, load_other, plan)  # an int8 build's: ORT's own int8 form, the fp32 build
     report = {"build": str(build_dir), "backend": backend, "target": man["target"]["name"],
               "precision": man["precision"], "model": man.get("model", {}).get("name"),
               "settings": {"batches": batches, "warmup": warmup, "runs": runs,

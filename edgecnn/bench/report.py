@@ -5,6 +5,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from edgecnn.bench import baselines
 from edgecnn.device import conditions
 from edgecnn.core.progress import fmt
 
@@ -81,17 +82,22 @@ def device_lines(report: dict) -> list[str]:
     return lines + [f"[yellow]warning:[/] {escape(w)}" for w in report.get("warnings", [])]
 def baseline_lines(report: dict) -> list[str]:
     """The build's p50 as a multiple of ONNX Runtime's on the same model, per batch size (the baseline a user
-    would otherwise deploy), or how to get it."""
+    would otherwise deploy), or how to get it; for an int8 build also of ONNX Runtime's int8 in its own form and
+    of the fp32 build (bench.baselines)."""
     ort = report["ratios"].get("onnxruntime")
-    if report["backend"] == "onnxruntime" or "boards" in report:
+    if "boards" in report:
         return []
-    if not ort:
+    same = "ONNX Runtime's on the same Q/DQ graph" if baselines.ORT_INT8 in report["ratios"] else "ONNX Runtime's"
+    wanted = [] if report["backend"] == "onnxruntime" else [("onnxruntime", same)]
+    if not ort and wanted:
         return ["no ONNX Runtime baseline in this run (--compare onnxruntime times it on the same model)"]
+    wanted += [(baselines.ORT_INT8, "ONNX Runtime's int8 in its own Q/DQ form"), (baselines.FP32_BUILD, "the fp32 build's")]
     lines = []
-    for b, r in ort.items():
-        x = 1 / r["p50"]
-        verdict = "[green]faster than[/]" if x < 1 else "[yellow]slower than[/]"
-        lines.append(f"batch {b}: the build's p50 is {x:.2f}x ONNX Runtime's ({verdict} ONNX Runtime)")
+    for name, what in wanted:
+        for b, r in report["ratios"].get(name, {}).items():
+            x = 1 / r["p50"]
+            verdict = "[green]faster[/]" if x < 1 else "[yellow]slower[/]"
+            lines.append(f"batch {b}: the build's p50 is {x:.2f}x {what} ({verdict})")
     return lines
 
 

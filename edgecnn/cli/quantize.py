@@ -17,8 +17,9 @@ from edgecnn.core.progress import console
 @click.option("--calib-images", type=int, default=512, show_default=True, help="with --calib DIR: how many")
 @click.option("--data", default=None, help="MODEL.onnx: labelled images to measure on (imagefolder:DIR, idx:DIR, "
               "npz:FILE; default: the folder's images not calibrated on)")
-@click.option("--algo", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
-              show_default=True, help="activation range calibration")
+@click.option("--algo", type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]), default="minmax",
+              show_default=True, help="activation range calibration; auto: try each on held-out val images, keep "
+              "the most accurate within --max-drop")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="weight scales")
 @click.option("--form", type=click.Choice(sorted(qdq_forms())), default=DEFAULT_QDQ_FORM, show_default=True,
               help="Q/DQ form: TensorRT's rules (runs everywhere), or ONNX Runtime's CPU recipe (fast on ORT CPU, "
@@ -28,7 +29,8 @@ from edgecnn.core.progress import console
                    "form where this CPU lacks VNNI)")
 @click.option("--skip", multiple=True, metavar="LAYER", help="keep a layer (or module prefix) in fp32; repeatable")
 @click.option("--auto", is_flag=True, help="keep the most sensitive layers in fp32 until the drop <= --max-drop")
-@click.option("--max-drop", type=float, default=0.5, show_default=True, help="--auto target, top-1 points")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, help="--auto and --algo auto budget, "
+              "top-1 points")
 @click.option("--sensitivity", type=int, default=1000, show_default=True,
               help="held-out val images for per-layer sensitivity (0: skip it)")
 @click.option("--epochs", type=int, default=1, show_default=True, help="QAT fine-tuning epochs")
@@ -64,7 +66,9 @@ def quantize_cmd(ctx, run_dir, *, method, calib, calib_images, data, algo, per_c
                    epochs=epochs, lr=lr, keep_io_fp32=not fp16_io, opset=opset, limit=limit)
     if rep is None:  # a rank other than 0
         return
-    console.print(report.accuracy_table(rep))
+    for table in (report.algo_table(rep), report.accuracy_table(rep)):
+        if table is not None:
+            console.print(table)
     sens = report.sensitivity_table(rep)
     if sens is not None:
         console.print(sens)

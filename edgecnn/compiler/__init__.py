@@ -4,6 +4,7 @@
     manifest.py  manifest.json: what was compiled, how, with which tools, every file's sha256
 """
 
+import tempfile
 from pathlib import Path
 
 from edgecnn import backends
@@ -35,12 +36,13 @@ def default_out(onnx_path: Path, target: str, precision: str) -> Path:
 
 
 def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: str, *, batch: int | None = 1,
-               facts: dict | None = None, model=None, **opts) -> dict:
+               facts: dict | None = None, model=None, converted: dict | None = None, **opts) -> dict:
     """Compile into the existing folder out_dir: model.onnx, the artifact, manifest.json; returns the manifest.
 
     The one way to a loadable build: compile, localisation and the operator matrix all come through here.
     facts: what compile_model found (image_model.describe); else read from the ONNX as it is. model: the ONNX
-    loaded already (else loaded here).
+    loaded already (else loaded here). converted: onnx_path is the user's int8 model re-quantized in the target's
+    Q/DQ form (form_for_target): where it came from, recorded as the source.
     """
     import onnx
 
@@ -55,7 +57,8 @@ def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: s
     return manifest.write(out_dir, {
         "model": facts["model"], "recipe": meta.get("recipe"), "labels": facts["labels"], "input": inp,
         "outputs": outs, "data": meta.get("data"), "target": tgt.raw, "backend": tgt.backend, "precision": precision,
-        "artifact": artifact, "source": source(onnx_path, model, meta, changes=changes, data_files=data_files),
+        "artifact": artifact, "source": {**source(onnx_path, model, meta, changes=changes, data_files=data_files),
+                                         **({"onnx": None, "converted": converted} if converted else {})},
         "quantization": meta.get("quantization"), "options": recorded_options(opts)},
         tools=backends.tool_versions())
 
@@ -110,6 +113,28 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
         raise EdgecnnError(f"--batch dynamic: {onnx_path.name} fixes its batch at {fixed} (input "
                            f"'{facts['input']['name']}' {facts['input']['shape']}): compile it with --batch {fixed}")
     out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
-    with atomic_dir(out) as tmp:
-        build_into(tmp, onnx_path, tgt, precision, batch=batch, facts=facts, model=model, **opts)
+    with tempfile.TemporaryDirectory(prefix="edgecnn-form-") as work, atomic_dir(out) as tmp:
+        path, model, converted = form_for_target(onnx_path, model, backend, precision=precision, work=Path(work))
+        build_into(tmp, path, tgt, precision, batch=batch, facts=facts, model=model, converted=converted, **opts)
     return out
+
+
+def form_for_target(onnx_path: Path, model, backend, *, precision: str, work: Path) -> tuple:
+    """An int8 model in the Q/DQ form the target's backend runs fast (Backend.int8_form): as it is, or
+    re-quantized from the calibration quantize recorded, said in one line. (path, model, converted or None)."""
+    import onnx
+
+    from edgecnn.core.progress import console
+
+    have = (onnx_utils.read_meta(model).get("quantization") or {}).get("form")
+    want = backend.int8_form
+    if precision != "int8" or not have or not want or have == want:
+        return onnx_path, model, None
+    from edgecnn.qdq import forms
+
+    dst = work / onnx_path.name
+    record = forms.convert(onnx_path, dst, want)
+    record.update({"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path)})
+    console.print(f"{onnx_path.name}: {have} Q/DQ form -> {want}, the form {backend.name}'s int8 kernels run fast "
+                  "(re-quantized from its recorded calibration)", soft_wrap=True)
+    return dst, onnx.load(str(dst)), record

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_form
+from edgecnn.backends import DEFAULT_QDQ_FORM, qdq_form, qdq_forms
 from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.fileio import atomic_file, write_json
 from edgecnn.quantize import data, foreign
@@ -31,7 +31,7 @@ FORMAT = "edgecnn.quant/1"
 class Options:
     method: str = "ptq"  # ptq | qat | fp16
     calib: int = 512  # calibration images: the first N of the recipe's held-out val split
-    algo: str = "minmax"  # minmax | percentile | entropy | mse
+    algo: str = "minmax"  # minmax | percentile | entropy | mse | auto (each tried, the most accurate kept)
     per_channel: bool = True  # weight scales per output channel (False: one per tensor)
     form: str = DEFAULT_QDQ_FORM  # Q/DQ form, named after the backend it is for (edgecnn.backends.qdq_forms)
     reduce_range: bool | None = None  # 7-bit weights; None: where the form's backend needs it on this CPU
@@ -50,12 +50,12 @@ class Options:
     given: dict | None = None  # an ONNX from elsewhere: its preprocessing, labels, input shape (image_model.GIVEN)
 
     def check(self) -> None:
-        from edgecnn.quantize.ptq import ALGOS
+        from edgecnn.qdq.ptq import ALGOS
 
         if self.method not in METHODS:
             raise EdgecnnError(f"--method {self.method}: unknown{suggest(self.method, METHODS)}")
-        if self.algo not in ALGOS:
-            raise EdgecnnError(f"--algo {self.algo}: unknown{suggest(self.algo, ALGOS)}")
+        if self.algo not in (*ALGOS, "auto"):
+            raise EdgecnnError(f"--algo {self.algo}: unknown{suggest(self.algo, (*ALGOS, 'auto'))}")
         if not qdq_form(self.form).symmetric and self.method == "qat":
             raise EdgecnnError(f"--method qat writes the {DEFAULT_QDQ_FORM} form only (its fake quantization is "
                                "symmetric)")
@@ -126,9 +126,11 @@ def _quantize(src: Path, out, opts: Options, world) -> dict:
         final, parts = fp16(job, work / names["onnx"]) if opts.method == "fp16" else int8(job, names["onnx"])
         rep["config"]["fp32_layers"] = parts.pop("fp32_layers", [])
         rep["config"]["reduce_range"] = parts.pop("reduce_range", False)
+        rep["config"]["algo"] = parts.pop("algo", opts.algo)
+        calibration = parts.pop("form_ranges", None)
         rep["accuracy"].update(parts.pop("accuracy", {}))
         rep.update(parts)
-        rep["accuracy"].update(finish(final, job, precision, rep["config"]))
+        rep["accuracy"].update(finish(final, job, precision, rep["config"], calibration=calibration))
         if rep.get("sensitivity") and "plot" in names:
             from edgecnn.quantize.report import plot_sensitivity
 
@@ -205,7 +207,8 @@ def int8(job: Job, name: str = "model.int8.onnx") -> tuple[Path, dict]:
     Returns the model and the report's parts: calibration, sensitivity, auto, fp32_layers, accuracy, qat, lint."""
     import onnx
 
-    from edgecnn.quantize import ptq, sensitivity
+    from edgecnn.qdq import ptq
+    from edgecnn.quantize import sensitivity
 
     opts, work = job.opts, job.work
     calib = data.check_calibration(calibration_batch(job))
@@ -217,11 +220,16 @@ def int8(job: Job, name: str = "model.int8.onnx") -> tuple[Path, dict]:
     if len(skip) == len(layers):
         raise EdgecnnError("--skip keeps every layer in fp32: nothing left to quantize")
     scheme = ptq.Scheme(opts.per_channel, opts.form, opts.reduce_range)
-    ranges = ptq.calibrate(job.fp32, calib.x, algo=opts.algo, work=work, form=scheme.placement)
-    parts = {"calibration": {"data": calib.described, "images": len(calib), "tensors": len(ranges)},
-             "reduce_range": scheme.reduced}
     holdout = held_out(job, len(calib))
-    if holdout is not None:
+    if opts.algo == "auto":
+        algo, ranges, choice = choose_algo(job, calib, holdout, scheme=scheme, skip=skip)
+        parts = {"algo": algo, "algo_auto": choice}
+    else:
+        algo, ranges, parts = opts.algo, ptq.calibrate(job.fp32, calib.x, algo=opts.algo, work=work,
+                                                       form=scheme.placement), {}
+    parts.update({"calibration": {"data": calib.described, "images": len(calib), "tensors": len(ranges)},
+                  "reduce_range": scheme.reduced, "form_ranges": form_ranges(job, calib, ranges, algo)})
+    if holdout is not None and (opts.sensitivity or opts.auto):
         parts["sensitivity"] = sensitivity.measure(job.fp32, ranges, layers, holdout, scheme=scheme, work=work)
     elif opts.sensitivity:
         more = "raise data.val_size" if job.rec else "add images to the folder"
@@ -242,6 +250,39 @@ def int8(job: Job, name: str = "model.int8.onnx") -> tuple[Path, dict]:
     return work / name, parts
 
 
+def choose_algo(job: Job, calib: data.Batch, holdout: data.Batch, *, scheme, skip: list) -> tuple[str, dict, dict]:
+    """--algo auto: every calibrator, the whole model quantized with each and measured on the held-out val
+    images; the most accurate within --max-drop is kept (else the most accurate). (algo, its ranges, the table)."""
+    from edgecnn.qdq import ptq
+
+    base = predict(job.fp32, holdout.x)
+    rows, found = [], {}
+    for algo in ptq.ALGOS:
+        found[algo] = ptq.calibrate(job.fp32, calib.x, algo=algo, work=job.work, form=scheme.placement)
+        q = ptq.quantize_onnx(job.fp32, job.work / "algo.onnx", found[algo], scheme, exclude=skip, work=job.work)
+        logits = predict(q, holdout.x, f"evaluate int8 ({algo})")
+        acc = accuracy(logits, holdout.labels)
+        rows.append({"algo": algo, "top1": acc, "drop": None if acc is None else accuracy(base, holdout.labels) - acc,
+                     "agreement": agreement(logits, base)})
+    within = [r for r in rows if r["drop"] is None or r["drop"] <= job.opts.max_drop]
+    best = max(within or rows, key=lambda r: (-1 if r["top1"] is None else r["top1"], r["agreement"]))
+    return best["algo"], found[best["algo"]], {"data": holdout.described, "max_drop": job.opts.max_drop,
+                                               "fp32": accuracy(base, holdout.labels), "rows": rows,
+                                               "chosen": best["algo"], "within_budget": bool(within)}
+
+
+def form_ranges(job: Job, calib: data.Batch, ranges: dict, algo: str) -> dict:
+    """The activation ranges of every Q/DQ form, calibrated on the same images: compile re-quantizes from them
+    for a target whose int8 kernels want another form than the one written (quantize.forms.convert)."""
+    from edgecnn.qdq import ptq
+
+    found = {job.opts.form: ranges}
+    for name, form in qdq_forms().items():
+        if name not in found:
+            found[name] = ptq.calibrate(job.fp32, calib.x, algo=algo, work=job.work, form=form)
+    return {name: {t: [float(lo), float(hi)] for t, (lo, hi) in r.items()} for name, r in found.items()}
+
+
 def calibration_batch(job: Job) -> data.Batch:
     opts = job.opts
     if job.calib is not None:
@@ -255,7 +296,7 @@ def calibration_batch(job: Job) -> data.Batch:
 def held_out(job: Job, n_calib: int) -> data.Batch | None:
     """Val images after the calibration ones, for sensitivity and --auto (None when not wanted)."""
     opts = job.opts
-    n = opts.sensitivity or (1000 if opts.auto else 0)
+    n = opts.sensitivity or (1000 if opts.auto or opts.algo == "auto" else 0)
     if not n:
         return None
     if job.rec is None:  # an ONNX from elsewhere: the calibration folder's other images
@@ -264,8 +305,9 @@ def held_out(job: Job, n_calib: int) -> data.Batch | None:
     else:
         batch = data.load(job.rec.data, job.spec, "val", start=n_calib, n=n)
     if len(batch) < 20:
-        if opts.auto:
-            raise EdgecnnError(f"--auto needs held-out val images after the {n_calib} calibration images, "
+        if opts.auto or opts.algo == "auto":
+            flag = "--auto" if opts.auto else "--algo auto"
+            raise EdgecnnError(f"{flag} needs held-out val images after the {n_calib} calibration images, "
                                f"found {len(batch)}: lower --calib or raise data.val_size")
         return None
     return batch
@@ -276,7 +318,8 @@ def run_qat(job: Job, ranges: dict, skip: list) -> tuple[Path, dict]:
     import onnx
     import torch
 
-    from edgecnn.quantize import ptq, qat
+    from edgecnn.qdq import ptq
+    from edgecnn.quantize import qat
     from edgecnn.models import checkpoint
 
     opts, work = job.opts, job.work
@@ -311,17 +354,20 @@ def qat_rank(run_dir: Path, opts: Options, world) -> None:
     qat.finetune(gm, data.recipe(run_dir), epochs=opts.epochs, lr=lr, limit=opts.limit, world=world)
 
 
-def finish(path: Path, job: Job, precision: str, config: dict) -> dict:
-    """Stamp edgecnn's metadata (precision, how it was quantized); return its test accuracy."""
+def finish(path: Path, job: Job, precision: str, config: dict, *, calibration: dict | None = None) -> dict:
+    """Stamp edgecnn's metadata (precision, how it was quantized, each form's activation ranges); return its test
+    accuracy."""
     import onnx
 
     from edgecnn.core import onnx_utils
+    from edgecnn.qdq.forms import CALIBRATION_KEY
 
     model = onnx.load(str(path))
     facts = onnx_utils.read_meta(onnx.load(str(job.fp32), load_external_data=False))
     quant = {k: config[k] for k in ("method", "algo", "per_channel", "form", "reduce_range", "calib", "opset",
                                     "fp32_layers")}
-    onnx_utils.write_meta(model, {**facts, "precision": precision, "quantization": quant})
+    onnx_utils.write_meta(model, {**facts, "precision": precision, "quantization": quant,
+                                  **({CALIBRATION_KEY: calibration} if calibration else {})})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     logits = predict(path, job.test.x, f"evaluate {precision}")

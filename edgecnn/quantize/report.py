@@ -34,6 +34,24 @@ def accuracy_table(rep: dict) -> Table:
     return t
 
 
+def algo_table(rep: dict) -> Table | None:
+    """--algo auto: each calibrator's whole-model int8 accuracy on the held-out images, the kept one in bold."""
+    choice = rep.get("algo_auto")
+    if not choice:
+        return None
+    t = Table(title=f"--algo auto on {choice['data']} (fp32 {_pct(choice['fp32'])}, max drop {choice['max_drop']})")
+    for col in ("calibration", "top-1", "drop (points)", "agreement with fp32"):
+        t.add_column(col, justify="left" if col == "calibration" else "right")
+    for r in choice["rows"]:
+        cells = [r["algo"], _pct(r["top1"]), "-" if r["drop"] is None else f"{r['drop']:.2f}", _pct(r["agreement"])]
+        if r["algo"] == choice["chosen"]:
+            cells = [f"[bold]{c}[/]" for c in cells]
+        t.add_row(*cells)
+    t.caption = f"kept: {choice['chosen']}" + ("" if choice["within_budget"] else
+                                                 f" (none within {choice['max_drop']} points: the most accurate)")
+    return t
+
+
 def sensitivity_table(rep: dict, n: int = 10) -> Table | None:
     sens = rep.get("sensitivity")
     if not sens:

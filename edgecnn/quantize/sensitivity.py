@@ -9,7 +9,7 @@ from pathlib import Path
 from edgecnn.verify.compare import top1
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.progress import progress_bar
-from edgecnn.quantize import ptq
+from edgecnn.qdq import ptq
 from edgecnn.quantize.data import Batch, predict
 
 

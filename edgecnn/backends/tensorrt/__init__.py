@@ -26,6 +26,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     packages = ("tensorrt", "cuda-python")
     matrix_target = "nvidia-gpu"
+    int8_form = "tensorrt"
     qdq_form = QdqForm(symmetric=True, op_types=QDQ_OPS, strict=True,
                        options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                                 "OpTypesToExcludeOutputQuantization": list(QDQ_OPS)})

@@ -24,6 +24,7 @@ class TvmBackend(Backend):
     name = "tvm"
     packages = ("apache-tvm", "apache-tvm-ffi")
     matrix_target = "host"
+    int8_form = "tensorrt"  # its int8 kernels take symmetric int8 activations and weights (zero points 0)
 
     def available(self) -> str | None:
         return build.available()
