@@ -68,6 +68,11 @@ def test_cli_bench_tvm_host_vs_onnxruntime(host_build):
     check_stats(report["results"]["tvm"]["batches"]["1"], 20, 1)
     assert report["ratios"]["onnxruntime"]["1"]["p99"] > 0
     assert (host_build / "bench.png").exists() and manifest.read(host_build)["bench"]["backend"] == "tvm"
+    ort = report["ratios"]["onnxruntime"]["1"]
+    said = " ".join(r.stdout.split())
+    assert "p99 / p50" in said and "p99 / build" in said  # the tail beside the median, per subject
+    assert (f"the build's p50 is {1 / ort['p50']:.2f}x ONNX Runtime's" in said
+            and f"its p99 is {1 / ort['p99']:.2f}x ONNX Runtime's p99" in said)
 
 
 def test_seconds_budget_runs_at_least_the_minimum(ort_build, tmp_path):
