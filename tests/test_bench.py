@@ -209,3 +209,32 @@ def test_cli_lock_clocks_and_wait_cool_say_what_they_could_not_do(host_build):
         assert "warning: tvm: --lock-clocks: CPU governor: no cpufreq policies" in r.stdout
     if not list(Path("/sys/class/thermal").glob("thermal_zone*")):
         assert "unavailable" in dev["cooled"]["1"] and "--wait-cool 80: no temperature readable" in r.stdout
+
+
+def test_the_tvm_runner_applies_the_builds_thread_settings_unless_the_environment_says(host_build, tmp_path):
+    """compile records the thread pool settings chosen for the target; the runner sets them before TVM's pool
+    starts; a variable set in the environment wins; bench records what ran."""
+    import os
+    import subprocess
+    import sys
+
+    from edgecnn.backends.tvm import runner
+
+    art = manifest.read(host_build)["artifact"]
+    assert art["threads"] == runner.thread_settings(art["tvm_target"]) and art["threads"]["chosen_by"]
+    arm = runner.thread_settings({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"})
+    assert arm["env"] == {} and arm["chosen_by"].startswith("not measured on aarch64")
+    show = f"from edgecnn.bench import load_build; print(load_build({str(host_build)!r}, None).thread_env)"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TVM_")}
+
+    def env_of(**extra):
+        out = subprocess.run([sys.executable, "-c", show], env={**clean, **extra}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return eval(out.stdout.strip().splitlines()[-1])
+
+    applied = env_of()
+    assert all(applied[var] == value for var, value in art["threads"]["env"].items())
+    assert env_of(TVM_BIND_THREADS="1", TVM_THREAD_POOL_SPIN_COUNT="7") == {
+        **applied, "TVM_BIND_THREADS": "1", "TVM_THREAD_POOL_SPIN_COUNT": "7"}
+    report = bench.bench(host_build, runs=12, warmup=1, threads=1, out=tmp_path / "b.json", plot=False)
+    assert report["results"]["tvm"]["thread_env"]["TVM_NUM_THREADS"] == "1"

@@ -103,14 +103,19 @@ class Timer:
         return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                            target=tvm.target.Target(self.spec))
 
-    def seconds(self, func, lib=None) -> float:
-        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already)."""
+    def seconds(self, func, lib=None, *, flush: bool = False) -> float:
+        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already). flush: median of 15 single
+        runs, the caches flushed of every argument but the first (the input) before each, as MetaSchedule times."""
         tvm = self.tvm
         mod = self._load(lib or self.compile(func))
         self.timed += 1
         rng = np.random.default_rng(0)
-        args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.ty.shape]).astype(str(p.ty.dtype)), self.device)
+        args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), self.device)
                 for p in func.params]
+        if flush:
+            evaluate = mod.time_evaluator("main", self.device, number=1, repeat=15,
+                                          f_preproc="cache_flush_cpu_non_first_arg")
+            return float(np.median(evaluate(*args).results))
         evaluate = mod.time_evaluator("main", self.device, number=5, repeat=3, min_repeat_ms=20)
         return float(min(evaluate(*args).results))
 
