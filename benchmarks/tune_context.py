@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 def main() -> None:
     import numpy as np
 
-    from edgecnn.backends.tvm import build, tune
+    from edgecnn.backends.tvm import build, runner, tune
     from edgecnn.backends.tvm.cpu import cpu_info
     from edgecnn.compiler import targets
     from edgecnn.core.fileio import write_json
@@ -42,6 +42,7 @@ def main() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     tgt = targets.load("host")
     spec = build.resolve_target(tgt)
+    runner.apply_thread_settings(runner.thread_settings(spec)["env"], None)  # as a build's runner (and tune) runs
     mod = tune.lowered(make_onnx(args.model), tgt, spec, 1)
     found = tune.kernels(mod, spec)
     model, timer, cpu = tune.ModelTimer(mod, spec, found), tune.Timer(spec), cpu_info(spec)

@@ -24,7 +24,8 @@ def tuned(lenet_onnx, tmp_path_factory):
     db = tmp_path_factory.mktemp("tune") / "db"
     result = run_cli("tune", lenet_onnx, "--target", "host", "--trials", TRIALS, "--db", db)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"database {db}" in " ".join(result.stdout.split())
+    said = " ".join(result.stdout.split())
+    assert f"database {db}" in said and "whole model: " in said
     return db
 
 
@@ -128,11 +129,12 @@ def test_tune_refuses_what_it_cannot_tune(lenet_onnx, tmp_path):
 
 def test_the_budget_in_minutes_is_kept(lenet_onnx, tmp_path):
     start = time.monotonic()
-    _, record = tune.tune(lenet_onnx, "host", minutes=0.05, db=tmp_path / "db")
+    _, record = tune.tune(lenet_onnx, "host", minutes=0.15, db=tmp_path / "db")
     session = record["sessions"][0]
-    # the search stops at the deadline; the last batch of candidates (a few builds) may end after it
-    assert session["minutes"] <= 0.05 + 0.1 and session["requested"] == {"trials": None, "minutes": 0.05}
-    assert time.monotonic() - start < 60 and session["trials"] > 0
+    # the search stops at the deadline; the last batch of candidates (a few builds) may end after it; the
+    # profile before it and the whole-model check after it take their own time (recorded)
+    assert session["minutes"] <= 0.15 + 0.1 and session["requested"] == {"trials": None, "minutes": 0.15}
+    assert time.monotonic() - start < 90 and session["trials"] > 0
 
 
 def test_a_budget_is_required(lenet_onnx, tmp_path):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.backends.tvm import build, frontend, passes
+from edgecnn.backends.tvm import build, frontend, passes, runner
 from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.tunedb import FORMAT, RECORD, SCHEDULES, VERSION, check, expected, host_cpu
 from edgecnn.compiler import targets
@@ -301,7 +301,7 @@ def model_check(mt: ModelTimer, search: Search, default_profile: dict[str, float
     """Keep a kernel's tuned parameters only where the whole model is not slower with them.
 
     The tuned set (every kernel whose best differs from its default) and the defaults are timed in interleaved
-    rounds; while the tuned build is slower, tuned choices are reverted (1, then 2 more, then 4 more, ...):
+    rounds; until it is not slower in two looks in a row, tuned choices are reverted (1, 2 more, 4 more, ...):
     first those slower in the tuned build's profile than in the defaults' (largest loss first), then the rest
     (smallest gain first). Marks `kept` on every kernel of search.best (False: reverted); returns the session's
     record."""
@@ -320,16 +320,28 @@ def model_check(mt: ModelTimer, search: Search, default_profile: dict[str, float
     order = sorted(tuned, key=lambda key: -change[key])  # the largest loss first, the largest gain last
     default_vm = mt.vm({})
     keep, reverted, steps = dict(tuned), [], []
-    times = mt.interleaved_ms({"default": default_vm, "tuned": mt.vm(keep)})
-    first = times
-    steps.append({"reverted": 0, **{f"{k}_ms": round(v, 4) for k, v in times.items()}})
-    while times["tuned"] > times["default"] and keep:
+
+    def look(tuned_vm) -> dict:
+        times = mt.interleaved_ms({"default": default_vm, "tuned": tuned_vm})
+        steps.append({"reverted": len(reverted), **{f"{k}_ms": round(v, 4) for k, v in times.items()}})
+        return times
+
+    tuned_vm = mt.vm(keep)
+    times = first = look(tuned_vm)
+    while keep:
+        # not slower twice in a row (a second, independent look): one quiet moment does not decide
+        if times["tuned"] <= times["default"]:
+            times = look(tuned_vm)
+            if times["tuned"] <= times["default"]:
+                break
         for key in order[len(reverted):2 * len(reverted) + 1]:
             keep.pop(key)
             reverted.append(key)
-        times = mt.interleaved_ms({"default": default_vm, "tuned": mt.vm(keep)}) if keep else \
-            {"default": times["default"], "tuned": times["default"]}
-        steps.append({"reverted": len(reverted), **{f"{k}_ms": round(v, 4) for k, v in times.items()}})
+        if keep:
+            tuned_vm = mt.vm(keep)
+            times = look(tuned_vm)
+    if not keep:
+        times = {"default": times["default"], "tuned": times["default"]}
     for key in reverted:
         search.best[key]["kept"] = False
     return {"tuned": len(tuned), "kept": len(keep), "lost": not keep,
@@ -424,6 +436,8 @@ def tune(onnx_path: str | Path, target: str, *, trials: int | None = None, minut
         raise EdgecnnError(f"{db} was measured on {previous['measured_on']}: tune into a new --db to change that")
     cross = (tgt.options or {}).get("cross_compiler")
     build.check_cross_compiler(cross, tgt.name)
+    if not rpc:  # time with the thread pool settings the build's runner will use (before the pool starts)
+        runner.apply_thread_settings(runner.thread_settings(spec)["env"], None)
     timers = board_timers(spec, rpc, key, timeout=timeout, cross=cross)
     mod = lowered(onnx_path, tgt, spec, batch)
     found = kernels(mod, spec)
