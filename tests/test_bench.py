@@ -222,8 +222,9 @@ def test_the_tvm_runner_applies_the_builds_thread_settings_unless_the_environmen
 
     art = manifest.read(host_build)["artifact"]
     assert art["threads"] == runner.thread_settings(art["tvm_target"]) and art["threads"]["chosen_by"]
-    arm = runner.thread_settings({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"})
-    assert arm["env"] == {} and arm["chosen_by"].startswith("not measured on aarch64")
+    assert art["threads"]["env"]["TVM_NUM_THREADS"] == str(art["tvm_target"]["num-cores"])
+    arm = runner.thread_settings({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4})
+    assert arm["env"] == {"TVM_NUM_THREADS": "4"} and arm["chosen_by"].startswith("not measured on aarch64")
     show = f"from edgecnn.bench import load_build; print(load_build({str(host_build)!r}, None).thread_env)"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TVM_")}
 

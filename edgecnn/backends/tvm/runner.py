@@ -19,15 +19,20 @@ MEASURED = {"x86_64": {"TVM_BIND_THREADS": "0"}}
 
 
 def thread_settings(spec: dict) -> dict:
-    """What a build records for its runner's thread pool (manifest artifact.threads): env and why."""
+    """What a build records for its runner's thread pool (manifest artifact.threads): env and why.
+
+    TVM_NUM_THREADS is the target's core count, the threads its schedules were made for: unset, TVM halves
+    the x86 hardware threads (it assumes hyper-threading), so a 2-vCPU machine ran one thread."""
     from edgecnn.backends.tvm.build import require_tvm
 
     triple = spec.get("mtriple") or require_tvm().target.codegen.llvm_get_system_triple()
     family = triple.split("-")[0]
+    cores = {"TVM_NUM_THREADS": str(spec["num-cores"])} if spec.get("num-cores") else {}
     if family in MEASURED:
-        return {"env": dict(MEASURED[family]), "chosen_by": f"benchmarks/tvm_threads.py on {family} (p99 vs ONNX "
-                "Runtime); the environment overrides each variable"}
-    return {"env": {}, "chosen_by": f"not measured on {family}: TVM's defaults; the environment sets them"}
+        return {"env": {**cores, **MEASURED[family]}, "chosen_by": f"benchmarks/tvm_threads.py on {family} (p99 "
+                "vs ONNX Runtime); threads: the target's num-cores; the environment overrides each variable"}
+    return {"env": cores, "chosen_by": f"not measured on {family}: TVM's defaults but the threads (the target's "
+            "num-cores); the environment overrides each variable"}
 
 
 def apply_thread_settings(env: dict | None, threads: int | None) -> dict:
