@@ -65,7 +65,7 @@ class TvmBackend(Backend):
         shape = manifest.get("input", {}).get("shape", [None])[1:] or None
         return TvmRunner(Path(build_dir) / art["file"], names, batch=art.get("batch"), input_shape=shape,
                          input_dtype=manifest.get("input", {}).get("dtype", "float32"), threads=threads,
-                         thread_env=art.get("threads", {}).get("env"))
+                         thread_env=(art.get("threads") or runner.thread_settings(art["tvm_target"]))["env"])
 
     def tune(self, onnx_path, target: str, **opts) -> tuple:
         from edgecnn.backends.tvm import tune
