@@ -277,8 +277,8 @@ class ModelTimer:
         return best
 
     def interleaved_ms(self, vms: dict, rounds: int = CHECK_ROUNDS) -> dict[str, float]:
-        """Each build's median over `rounds` of back-to-back runs (builds alternating, order flipped each
-        round, so that a busy moment hits both alike)."""
+        """Each build's median over `rounds` of its runs' median in the round (builds alternating, order flipped
+        each round, so that a busy moment hits both alike)."""
         main = {name: vm["main"] for name, vm in vms.items()}
         for f in main.values():
             for _ in range(3):
@@ -290,10 +290,12 @@ class ModelTimer:
         order = list(main)
         for r in range(rounds):
             for name in order if r % 2 == 0 else order[::-1]:
-                t0 = time.perf_counter()
-                for _ in range(runs):
+                times = []
+                for _ in range(runs):  # each run timed: a median, not a mean that another process's slice decides
+                    t0 = time.perf_counter()
                     main[name](*self.input)
-                per_round[name].append((time.perf_counter() - t0) * 1e3 / runs)
+                    times.append(time.perf_counter() - t0)
+                per_round[name].append(float(np.median(times)) * 1e3)
         return {name: float(np.median(v)) for name, v in per_round.items()}
 
 
