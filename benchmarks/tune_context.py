@@ -63,7 +63,8 @@ def main() -> None:
             in_model = model.profile({k["key"]: params}).get(k["name"], 0.0)
             whole = model.interleaved_ms({"default": default_vm, "candidate": model.vm({k["key"]: params})})
             pair = {"kernel": k["name"], "params": params, "calls": k["calls"],
-                    "predicted_us": {"alone": (alone - alone_d) * k["calls"], "flushed": (flushed - flushed_d) * k["calls"],
+                    "predicted_us": {"alone": (alone - alone_d) * k["calls"],
+                                     "flushed": (flushed - flushed_d) * k["calls"],
                                      "in_context": in_model - base_profile.get(k["name"], 0.0)},
                     "whole_model_us": 1e3 * (whole["candidate"] - whole["default"])}
             report["pairs"].append(pair)

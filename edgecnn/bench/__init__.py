@@ -17,8 +17,8 @@ bench.json (summary() is the part a manifest and a bundle carry, with the build'
     build, backend, target, precision, model
     settings      batches, warmup, runs or seconds, threads, lock_clocks, wait_cool_c
     system        this machine (system.system_info); with --rpc, cpu names the board and host is this machine
-    results.NAME  runner; memory; thread_env (TVM: the thread pool settings it ran with); batches.B: batch, runs, mean/p50/p90/p99/min/max/std _ms, throughput_ips,
-                  times_ms; and device:
+    results.NAME  runner; memory; thread_env (TVM: the thread pool settings it ran with); batches.B: batch, runs,
+                  mean/p50/p90/p99/min/max/std _ms, throughput_ips, times_ms; and device:
       before, after  the device's state (bench.device.read): host, pid, cpufreq.cpuN {governor, cur/min/max_mhz,
                      online}, thermal {zone: C}, raspberry_pi {throttled {throttled, now, since_boot}, arm_mhz,
                      temp_c}, jetson {power_mode {name, id}, jetson_clocks {cpus, gpu, emc, locked}, gpu_devfreq,
