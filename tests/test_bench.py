@@ -69,6 +69,11 @@ def test_cli_bench_tvm_host_vs_onnxruntime(host_build):
     check_stats(report["results"]["tvm"]["batches"]["1"], 20, 1)
     assert report["ratios"]["onnxruntime"]["1"]["p99"] > 0
     assert (host_build / "bench.png").exists() and manifest.read(host_build)["bench"]["backend"] == "tvm"
+    ort = report["ratios"]["onnxruntime"]["1"]
+    said = " ".join(r.stdout.split())
+    assert "p99 / p50" in said and "p99 / build" in said  # the tail beside the median, per subject
+    assert (f"the build's p50 is {1 / ort['p50']:.2f}x ONNX Runtime's" in said
+            and f"its p99 is {1 / ort['p99']:.2f}x ONNX Runtime's p99" in said)
 
 
 def test_seconds_budget_runs_at_least_the_minimum(ort_build, tmp_path):
@@ -225,3 +230,32 @@ def test_int8_build_is_timed_against_ort_int8_and_the_fp32_build(lenet_int8, len
     none = bench.bench(int8, warmup=1, runs=5, threads=1, compare=[], plot=False)
     assert set(none["results"]) == {"tvm"}
 
+
+def test_the_tvm_runner_applies_the_builds_thread_settings_unless_the_environment_says(host_build, tmp_path):
+    """compile records the thread pool settings chosen for the target; the runner sets them before TVM's pool
+    starts; a variable set in the environment wins; bench records what ran."""
+    import os
+    import subprocess
+    import sys
+
+    from edgecnn.backends.tvm import runner
+
+    art = manifest.read(host_build)["artifact"]
+    assert art["threads"] == runner.thread_settings(art["tvm_target"]) and art["threads"]["chosen_by"]
+    assert art["threads"]["env"]["TVM_NUM_THREADS"] == str(art["tvm_target"]["num-cores"])
+    arm = runner.thread_settings({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4})
+    assert arm["env"] == {"TVM_NUM_THREADS": "4"} and arm["chosen_by"].startswith("not measured on aarch64")
+    show = f"from edgecnn.bench import load_build; print(load_build({str(host_build)!r}, None).thread_env)"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TVM_")}
+
+    def env_of(**extra):
+        out = subprocess.run([sys.executable, "-c", show], env={**clean, **extra}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return eval(out.stdout.strip().splitlines()[-1])
+
+    applied = env_of()
+    assert all(applied[var] == value for var, value in art["threads"]["env"].items())
+    assert env_of(TVM_BIND_THREADS="1", TVM_THREAD_POOL_SPIN_COUNT="7") == {
+        **applied, "TVM_BIND_THREADS": "1", "TVM_THREAD_POOL_SPIN_COUNT": "7"}
+    report = bench.bench(host_build, runs=12, warmup=1, threads=1, out=tmp_path / "b.json", plot=False)
+    assert report["results"]["tvm"]["thread_env"]["TVM_NUM_THREADS"] == "1"

@@ -24,7 +24,8 @@ def tuned(lenet_onnx, tmp_path_factory):
     db = tmp_path_factory.mktemp("tune") / "db"
     result = run_cli("tune", lenet_onnx, "--target", "host", "--trials", TRIALS, "--db", db)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"database {db}" in " ".join(result.stdout.split())
+    said = " ".join(result.stdout.split())
+    assert f"database {db}" in said and "whole model: " in said
     return db
 
 
@@ -127,11 +128,11 @@ def test_tune_refuses_what_it_cannot_tune(lenet_onnx, tmp_path):
 
 
 def test_the_budget_in_minutes_is_kept(lenet_onnx, tmp_path):
-    _, record = tune.tune(lenet_onnx, targets.load("host"), minutes=0.05, db=tmp_path / "db")
+    _, record = tune.tune(lenet_onnx, targets.load("host"), minutes=0.15, db=tmp_path / "db")
     session = record["sessions"][0]
-    assert session["requested"] == {"trials": None, "minutes": 0.05}
+    assert session["requested"] == {"trials": None, "minutes": 0.15}
     # it searched until the deadline or until no candidate was left (a wall-clock bound is no unit test's)
-    assert session["trials"] > 0 and (session["minutes"] >= 0.05 or session["left"] == 0)
+    assert session["trials"] > 0 and (session["minutes"] >= 0.15 or session["left"] == 0)
 
 
 def test_a_budget_is_required(lenet_onnx, tmp_path):
@@ -162,3 +163,78 @@ def test_tuning_measures_on_a_board_through_the_rpc_tracker(farm,  # noqa: F811
     with pytest.raises(EdgecnnError, match=f"no board with key '{KEY}x'"):
         tune.tune(lenet_onnx, targets.load("host"), trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
     assert not (tmp_path / "db2").exists()
+
+
+@pytest.fixture(scope="module")
+def conv_onnx(tmp_path_factory):
+    """A tiny model one 3x3 conv dominates (about 1 ms on 2 cores): a bad schedule for it shows in the model."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 32, 1),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10)).eval()
+    path = tmp_path_factory.mktemp("conv") / "model.onnx"
+    torch.onnx.export(model, torch.randn(1, 16, 56, 56), str(path), dynamo=True, opset_version=18)
+    return path
+
+
+def slowest_alone(onnx_path, tmp_path):
+    """The dominant kernel of the model's profile and its slowest candidate alone, among a few serial ones with
+    short vectors: (kernel, parameters, their time alone, the default's time alone)."""
+    from edgecnn.backends.tvm import build
+    from edgecnn.backends.tvm.cpu import cpu_info
+    from edgecnn.compiler import targets
+
+    tgt = targets.load("host")
+    spec = build.resolve_target(tgt)
+    mod = tune.lowered(onnx_path, tgt, spec, 1)
+    found = tune.kernels(mod, spec)
+    profile = tune.ModelTimer(mod, spec, found).profile({})
+    kernel = max(found, key=lambda k: profile.get(k["name"], 0.0))
+    timer, cpu = tune.Timer(spec), cpu_info(spec)
+    # serial, the shortest vectors, few accumulators: several times the default alone on every x86 CPU
+    worst = sorted(kernel["space"], key=lambda c: (c["parallel"], c["vl"], c["nvec"] * c["xb"], c["pad"] != "full"))[:3]
+    alone = [(timer.seconds(tune.scheduled(kernel, {**kernel["default"], **c}, cpu)), c) for c in worst]
+    seconds, params = max(alone, key=lambda t: t[0])
+    default_s = timer.seconds(tune.scheduled(kernel, kernel["default"], cpu))
+    return kernel, {**kernel["default"], **params}, seconds, default_s
+
+
+def test_a_candidate_that_wins_alone_and_loses_in_the_model_is_dropped(conv_onnx, tmp_path):
+    """The database says one kernel's slowest candidate won alone (1 us): the whole-model check times the model
+    with it against the defaults, reverts it, and compile --tune-db builds the defaults and says so."""
+    db, _ = tune.tune(conv_onnx, targets.load("host"), trials=1, db=tmp_path / "db")
+    kernel, bad, bad_s, default_s = slowest_alone(conv_onnx, tmp_path)
+    assert bad_s > 1.3 * default_s  # really worse (the lie below makes it win alone)
+    best = json.loads((db / tunedb.SCHEDULES).read_text())
+    # the bad candidate is the only choice in the database (the other kernels are timed again at their defaults)
+    best = {kernel["key"]: {**best[kernel["key"]], "params": bad, "us": 1.0, "kept": True}}
+    (db / tunedb.SCHEDULES).write_text(json.dumps(best))
+
+    _, record = tune.tune(conv_onnx, targets.load("host"), trials=1, db=db)
+    check = record["sessions"][-1]["model_check"]
+    assert check["tuned_ms"] > check["default_ms"]  # it lost in the model ...
+    assert kernel["name"] in [r["name"] for r in check["reverted"]]  # ... and was dropped
+    assert check["final_ms"] <= check["final_default_ms"]
+    after = json.loads((db / tunedb.SCHEDULES).read_text())
+    assert after[kernel["key"]]["kept"] is False and after[kernel["key"]]["params"] == bad
+
+    out = tmp_path / "build"
+    result = run_cli("compile", conv_onnx, "--target", "host", "--tune-db", db, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    artifact = manifest.read(out)["artifact"]
+    assert kernel["key"] not in [k for k, v in after.items() if v.get("kept", True)]
+    assert artifact["tuning"]["kernels_kept"] == sum(v.get("kept", True) for v in after.values())
+    if check["lost"]:
+        said = [line for line in result.stderr.splitlines() if "slower than the defaults" in line]
+        assert len(said) == 1 and said[0].endswith("compiling the default schedules")
+        assert artifact["tuning"]["model_check"]["lost"] is True
+
+
+def test_the_search_starts_with_the_kernels_that_dominate_the_model(conv_onnx, tmp_path):
+    _, record = tune.tune(conv_onnx, targets.load("host"), trials=4, db=tmp_path / "db")
+    session = record["sessions"][0]
+    profile = session["profile_us"]
+    assert list(profile)[0].startswith("fused_conv2d") and set(profile) >= {"mean", "transpose"}
+    assert session["trials_per_kernel"] == {list(profile)[0]: 4}  # one batch, all of it on the dominant kernel
+    best = json.loads((tmp_path / "db" / tunedb.SCHEDULES).read_text())
+    assert all("kept" in v for v in best.values())

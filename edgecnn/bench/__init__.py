@@ -17,8 +17,8 @@ bench.json (summary() is the part a manifest and a bundle carry, with the build'
     build, backend, target, precision, model
     settings      batches, warmup, runs or seconds, threads, lock_clocks, wait_cool_c
     system        this machine (system.system_info); with --rpc, cpu names the board and host is this machine
-    results.NAME  runner; memory; batches.B: batch, runs, mean/p50/p90/p99/min/max/std _ms, throughput_ips,
-                  times_ms; and device:
+    results.NAME  runner; memory; thread_env (TVM: the thread pool settings it ran with); batches.B: batch, runs,
+                  mean/p50/p90/p99/min/max/std _ms, throughput_ips, times_ms; and device:
       before, after  the device's state (edgecnn.device.state.read): host, pid, cpufreq.cpuN {governor, cur/min/max_mhz,
                      online}, thermal {zone: C}, raspberry_pi {throttled {throttled, now, since_boot}, arm_mhz,
                      temp_c}, jetson {power_mode {name, id}, jetson_clocks {cpus, gpu, emc, locked}, gpu_devfreq,
@@ -115,7 +115,8 @@ def measure(name: str, load, plan: dict, isolated: bool = True, *, bar=None) -> 
         finally:
             watch.restore()
         return {"runner": runner.name, **({"board": runner.board} if runner.board else {}), "batches": results,
-                "memory": _memory(runner, rss_before, isolated), "device": state}
+                "memory": _memory(runner, rss_before, isolated), "device": state,
+                **({"thread_env": runner.thread_env} if getattr(runner, "thread_env", None) else {})}
 
 
 def _time_batch(runner, b: int, plan: dict, *, label: str, bar, watch) -> dict:

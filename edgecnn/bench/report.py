@@ -10,7 +10,7 @@ from edgecnn.device import conditions
 from edgecnn.core.progress import fmt
 
 COLUMNS = ("backend", "batch", "runs", "mean ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "std ms", "img/s",
-           "RSS MiB", "p50 / build")
+           "RSS MiB", "p99 / p50", "p50 / build", "p99 / build")
 
 
 def _threads(n: int) -> str:
@@ -33,7 +33,8 @@ def table(report: dict) -> Table:
     s = report["settings"]
     t = Table(title=f"bench: {report['model']} {report['backend']} ({report['target']}, {report['precision']}) "
                     f"on {report['system']['cpu']}, {_threads(s['threads'])}",
-              caption="* the build. p50 / build: a backend's p50 over the build's (below 1: faster than the build). "
+              caption="* the build. p99 / p50: the tail a real-time budget pays. p50 / build, p99 / build: a "
+                      "backend's p50 (p99) over the build's (below 1: faster than the build). "
                       "RSS: the process's peak (+ what loading and running the model added)")
     energy = any(conditions.known(p) for r in report["results"].values()
                  for p in (r.get("device") or {}).get("power", {}).values())
@@ -41,12 +42,13 @@ def table(report: dict) -> Table:
         t.add_column(col, justify="left" if col == "backend" else "right", no_wrap=col in ("backend", "RSS MiB"))
     for name, r in report["results"].items():
         for b, st in r["batches"].items():
-            ratio = report["ratios"].get(name, {}).get(b, {}).get("p50")
+            ratio = report["ratios"].get(name, {}).get(b, {})
+            own = name == report["backend"]
             p = (r.get("device") or {}).get("power", {}).get(b, {})
             t.add_row(name if name != report["backend"] else f"[bold]{name}[/]*", b, str(st["runs"]),
                       *(fmt(st[k]) for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "std_ms")),
-                      f"{st['throughput_ips']:.1f}", _memory(r["memory"]),
-                      "1" if name == report["backend"] else fmt(ratio),
+                      f"{st['throughput_ips']:.1f}", _memory(r["memory"]), f"{st['p99_ms'] / st['p50_ms']:.2f}",
+                      "1" if own else fmt(ratio.get("p50")), "1" if own else fmt(ratio.get("p99")),
                       *((fmt(p.get("mean_w"), 2), fmt(p.get("mj_per_image"))) if energy else ()))
     return t
 
@@ -97,7 +99,8 @@ def baseline_lines(report: dict) -> list[str]:
         for b, r in report["ratios"].get(name, {}).items():
             x = 1 / r["p50"]
             verdict = "[green]faster[/]" if x < 1 else "[yellow]slower[/]"
-            lines.append(f"batch {b}: the build's p50 is {x:.2f}x {what} ({verdict})")
+            tail = f"; its p99 is {1 / r['p99']:.2f}x {what} p99" if r.get("p99") else ""
+            lines.append(f"batch {b}: the build's p50 is {x:.2f}x {what} ({verdict}){tail}")
     return lines
 
 

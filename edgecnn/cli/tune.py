@@ -9,7 +9,8 @@ from edgecnn.core.progress import console
 @click.argument("onnx_path", metavar="MODEL.onnx")
 @click.option("--target", "-t", required=True, help="a TVM target from `edgecnn targets` (host, rpi4, ...)")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="wall-clock budget (with --trials, whichever ends first)")
+              help="wall-clock budget of the search (with --trials, whichever ends first); the whole-model "
+              "check after it takes a few builds more")
 @click.option("--trials", type=click.IntRange(1), default=None, help="budget in candidate schedules measured")
 @click.option("--db", default=None, metavar="DIR", help="tuning database (default beside the ONNX: tune-TARGET); "
               "one tuned for the same model, target and CPU is added to")
@@ -39,7 +40,24 @@ def tune_cmd(onnx_path, target, *, minutes, trials, db, batch, rpc, key, rpc_tim
     console.print(f"tuned {last['kernels']} kernels with {last['trials']} trials in {last['minutes']:.1f} min: kernel "
                   f"time estimate {est['start']:.3f} -> {est['end']:.3f} ms ({last['left']} candidates left); "
                   f"database {path} ({record['trials']} trials in all)")
+    console.print(model_check_line(last.get("model_check", {})))
     if last.get("boards"):
         console.print(f"measured on {len(last['boards'])} '{key}' board(s): "
                       + ", ".join(f"{b} ({n} candidates)" for b, n in last["boards"].items()))
     console.print(f"apply it: edgecnn compile {onnx_path} --target {target} --tune-db {path}")
+
+
+def model_check_line(check: dict) -> str:
+    """What the whole-model check measured and kept, in one line."""
+    if "skipped" in check or not check:
+        return f"whole model not checked: {check.get('skipped', 'an older database')}"
+    if not check["tuned"]:
+        return "whole model: no kernel beat its default alone; the database holds the defaults"
+    head = (f"whole model: tuned {check['tuned_ms']:.3f} ms vs defaults {check['default_ms']:.3f} ms "
+            f"({check['tuned']} tuned kernels)")
+    if not check["reverted"]:
+        return f"{head}: all kept"
+    if check["lost"]:
+        return f"{head}: every tuned choice reverted, compile --tune-db builds the defaults"
+    return (f"{head}: reverted {len(check['reverted'])} that lost in the model, kept {check['kept']}: "
+            f"{check['final_ms']:.3f} vs {check['final_default_ms']:.3f} ms")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgecnn.backends.base import Backend
 from edgecnn.backends.tvm import build, frontend, passes
+from edgecnn.backends.tvm import runner
 from edgecnn.backends.tvm.runner import TvmRunner
 from edgecnn.core import onnx_utils
 from edgecnn.core.errors import EdgecnnError
@@ -48,7 +49,7 @@ class TvmBackend(Backend):
         build.build(mod, spec, Path(out_dir) / "model.so", opt_level=options.get("opt_level", 3), cross_compiler=cross)
         artifact = {"file": "model.so", "tvm_target": spec, "batch": batch, **passes.graph_options(target),
                     "onnx_opset": onnx_utils.opset_of(model),  # what TVM imported (frontend.for_frontend)
-                    "schedules": schedule_summary(kernels, params)}
+                    "schedules": schedule_summary(kernels, params), "threads": runner.thread_settings(spec)}
         if tuning:
             artifact["tuning"] = tuning
         if cross:
@@ -63,7 +64,8 @@ class TvmBackend(Backend):
         names = [o["name"] for o in manifest["outputs"]]
         shape = manifest.get("input", {}).get("shape", [None])[1:] or None
         return TvmRunner(Path(build_dir) / art["file"], names, batch=art.get("batch"), input_shape=shape,
-                         input_dtype=manifest.get("input", {}).get("dtype", "float32"), threads=threads)
+                         input_dtype=manifest.get("input", {}).get("dtype", "float32"), threads=threads,
+                         thread_env=(art.get("threads") or runner.thread_settings(art["tvm_target"]))["env"])
 
     def tune(self, onnx_path, target, **opts) -> tuple:
         from edgecnn.backends.tvm import tune

@@ -9,6 +9,43 @@ from edgecnn.backends.base import Runner
 from edgecnn.backends.tvm.build import require_tvm
 
 
+# what TVM's thread pool reads from the environment when it starts (strings in libtvm_runtime.so)
+THREAD_VARS = ("TVM_NUM_THREADS", "TVM_BIND_THREADS", "TVM_THREAD_POOL_SPIN_COUNT")
+# per target family: the settings benchmarks/tvm_threads.py chose by p99 against ONNX Runtime's (README, TVM
+# section). x86_64: unbound workers; bound to cores (TVM's default) a worker waits for its core while another
+# process holds it: MobileNet v2 224's p99 was 3.9x ONNX Runtime's bound, 0.90x unbound (loaded 2-core EPYC).
+# A family not measured keeps TVM's defaults.
+MEASURED = {"x86_64": {"TVM_BIND_THREADS": "0"}}
+
+
+def thread_settings(spec: dict) -> dict:
+    """What a build records for its runner's thread pool (manifest artifact.threads): env and why.
+
+    TVM_NUM_THREADS is the target's core count, the threads its schedules were made for: unset, TVM halves
+    the x86 hardware threads (it assumes hyper-threading), so a 2-vCPU machine ran one thread."""
+    from edgecnn.backends.tvm.build import require_tvm
+
+    triple = spec.get("mtriple") or require_tvm().target.codegen.llvm_get_system_triple()
+    family = triple.split("-")[0]
+    cores = {"TVM_NUM_THREADS": str(spec["num-cores"])} if spec.get("num-cores") else {}
+    if family in MEASURED:
+        return {"env": {**cores, **MEASURED[family]}, "chosen_by": f"benchmarks/tvm_threads.py on {family} (p99 "
+                "vs ONNX Runtime); threads: the target's num-cores; the environment overrides each variable"}
+    return {"env": cores, "chosen_by": f"not measured on {family}: TVM's defaults but the threads (the target's "
+            "num-cores); the environment overrides each variable"}
+
+
+def apply_thread_settings(env: dict | None, threads: int | None) -> dict:
+    """Set the recorded settings where the environment does not name them (it overrides), `threads` (an
+    explicit request: bench --threads) over both. Effective only before this process's TVM pool starts.
+    Returns what the pool will read."""
+    for var, value in (env or {}).items():
+        os.environ.setdefault(var, str(value))
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+    return {var: os.environ.get(var) for var in THREAD_VARS}
+
+
 class VmRunner(Runner):
     """Runs `main` of a Relax VM on `device`; subclasses make the VM (locally or on a board)."""
 
@@ -38,9 +75,8 @@ class TvmRunner(VmRunner):
     """
 
     def __init__(self, so_path: str | Path, output_names: list[str], *, batch: int | None, input_shape=None,
-                 input_dtype: str = "float32", threads: int | None = None):
-        if threads:
-            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
+                 input_dtype: str = "float32", threads: int | None = None, thread_env: dict | None = None):
+        self.thread_env = apply_thread_settings(thread_env, threads)  # read when TVM's thread pool starts
         super().__init__(output_names, batch, input_shape, input_dtype)
         from tvm import relax
 

@@ -5,14 +5,25 @@ parameter sets it can apply (`Rule.space`: register tiles, padding, loop order, 
 each kernel alone (TVM's time_evaluator, on this CPU or on the boards of an RPC tracker: every free board
 of the key times its share of each batch of candidates at once), then spends
 its budget (`minutes` of wall clock and/or `trials` candidates) where the time is: it keeps trying the
-untried candidates of the kernel whose calls cost the model the most, a small batch at a time, and keeps
-a candidate only when it beats the kernel's best so far. A database is a directory:
+untried candidates of the kernel that costs the whole model the most (its share of the default build's
+measured profile, the VM's per-call instrument; by its time alone x calls on a board), a small batch at a
+time, and keeps a candidate only when it beats the kernel's best so far.
+
+A kernel fast alone can be slow in the model (another kernel's data evicted, threads woken differently), so
+a local session ends with the whole model (model_check): the build with every kernel's best and the build
+with the defaults, timed in interleaved rounds; while the tuned build is slower, the tuned choices are
+reverted, those that lose most in the model's profile first, until it is not slower (or nothing is left).
+
+A database is a directory:
 
     tune.json        edgecnn's record: what the schedules are valid for (model sha256, batch, target, the
                      CPU or board they were measured on, TVM version, graph options) and every session
-    schedules.json   kernel key -> {name, rule, params, us, default_us}: the best parameters found
+                     (its model_check: default_ms, tuned_ms, final_ms, kept, reverted, lost)
+    schedules.json   kernel key -> {name, rule, params, us, default_us, kept}: the best parameters found
+                     alone; kept false: the whole-model check reverted them (absent: not checked)
 
-`edgecnn compile --tune-db DIR` applies them (kernels not in it get the defaults) after the same checks.
+`edgecnn compile --tune-db DIR` applies the kept ones (other kernels get the defaults) after the same checks;
+a database whose tuned build lost to the defaults compiles the defaults and says so.
 """
 
 import datetime
@@ -23,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.backends.tvm import build, frontend, passes
+from edgecnn.backends.tvm import build, frontend, passes, runner
 from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.tunedb import FORMAT, RECORD, SCHEDULES, VERSION, check, expected, host_cpu
 from edgecnn.core.errors import EdgecnnError
@@ -31,6 +42,8 @@ from edgecnn.core.fileio import atomic_dir, write_json
 
 BATCH = 4  # candidates of one kernel per turn: the next turn may go to another kernel
 KEEP_IF_FASTER = 0.98  # a candidate replaces the best only when clearly faster (the timings are noisy)
+CHECK_ROUNDS = 9  # interleaved rounds (default, tuned) of the whole-model check
+ROUND_S = 0.15  # seconds of back-to-back model runs per build and round
 
 
 def default_db(onnx_path: Path, target: str) -> Path:
@@ -89,14 +102,19 @@ class Timer:
         return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                            target=tvm.target.Target(self.spec))
 
-    def seconds(self, func, lib=None) -> float:
-        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already)."""
+    def seconds(self, func, lib=None, *, flush: bool = False) -> float:
+        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already). flush: median of 15 single
+        runs, the caches flushed of every argument but the first (the input) before each, as MetaSchedule times."""
         tvm = self.tvm
         mod = self._load(lib or self.compile(func))
         self.timed += 1
         rng = np.random.default_rng(0)
         args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), self.device)
                 for p in func.params]
+        if flush:
+            evaluate = mod.time_evaluator("main", self.device, number=1, repeat=15,
+                                          f_preproc="cache_flush_cpu_non_first_arg")
+            return float(np.median(evaluate(*args).results))
         evaluate = mod.time_evaluator("main", self.device, number=5, repeat=3, min_repeat_ms=20)
         return float(min(evaluate(*args).results))
 
@@ -133,17 +151,23 @@ def scheduled(kernel: dict, params: dict, cpu):
 class Search:
     """The budgeted search over all kernels: best parameters and times so far, the candidates left."""
 
-    def __init__(self, found: list[dict], cpu, timers: list[Timer], previous: dict):
-        self.kernels, self.cpu, self.timers = found, cpu, timers
+    def __init__(self, found: list[dict], cpu, timers: list[Timer], previous: dict, profile: dict | None = None):
+        """profile: kernel name -> microseconds per model run in the default build (None: weigh by alone x calls)."""
+        self.kernels, self.cpu, self.timers, self.profile = found, cpu, timers, profile
         self.best = {k["key"]: dict(previous.get(k["key"], {})) for k in found}
         rng = random.Random(0)
         self.left = {}
         for k in found:
-            tried = [{**k["default"], **(t or {})} for t in (self.best[k["key"]].get("params"), k["default"])]
+            best, reverted = self.best[k["key"]], None
+            if best.get("kept") is False:  # lost in the whole model last time: search on from the default
+                reverted = best["params"]
+                best.update(params=k["default"], us=best["default_us"], kept=True)
+            tried = [{**k["default"], **(t or {})} for t in (best.get("params"), k["default"], reverted)]
             cands = [c for c in k["space"] if {**k["default"], **c} not in tried]
             rng.shuffle(cands)
             self.left[k["key"]] = cands
         self.trials = self.failed = 0
+        self.per_kernel: dict[str, int] = {}  # kernel name -> candidates tried this session
 
     def measure_start(self, deadline: float) -> None:
         """Each kernel at its default and at its best so far (a previous session's), once."""
@@ -172,22 +196,163 @@ class Search:
         """Sum of every kernel's best time times its calls: the tuner's estimate of the model's kernel time."""
         return sum(self.best[k["key"]].get("us", 0.0) * k["calls"] for k in self.kernels)
 
+    def cost(self, kernel: dict) -> float:
+        """What the kernel costs the model now: its profiled share scaled by how far its best beats its default."""
+        best = self.best[kernel["key"]]
+        if self.profile is None or kernel["name"] not in self.profile:
+            return best["us"] * kernel["calls"]
+        return self.profile[kernel["name"]] * best["us"] / max(best.get("default_us", best["us"]), 1e-9)
+
     def next_kernel(self) -> dict | None:
-        """The kernel with candidates left whose calls cost the model the most."""
+        """The kernel with candidates left that costs the model the most."""
         open_ = [k for k in self.kernels if self.left[k["key"]] and "us" in self.best[k["key"]]]
-        return max(open_, key=lambda k: self.best[k["key"]]["us"] * k["calls"], default=None)
+        return max(open_, key=self.cost, default=None)
 
     def step(self, kernel: dict) -> None:
         """Try up to BATCH untried candidates of `kernel`; keep one that is clearly faster."""
         best, left = self.best[kernel["key"]], self.left[kernel["key"]]
         tried = [{**kernel["default"], **left.pop()} for _ in range(min(max(BATCH, len(self.timers)), len(left)))]
         self.trials += len(tried)
+        self.per_kernel[kernel["name"]] = self.per_kernel.get(kernel["name"], 0) + len(tried)
         funcs = [(full, scheduled(kernel, full, self.cpu)) for full in tried]
         self.failed += sum(f is None for _, f in funcs)
         funcs = [(full, f) for full, f in funcs if f is not None]
         for (full, _), t in zip(funcs, self.us([f for _, f in funcs])):
             if t < best["us"] * KEEP_IF_FASTER:
                 best.update(params=full, us=t)
+
+
+class ModelTimer:
+    """Whole-model builds of the lowered model on this CPU, in this process: timed and profiled."""
+
+    def __init__(self, mod, spec: dict, found: list[dict]):
+        self.tvm, self.mod, self.spec = require_tvm(), mod, spec
+        self.names = {k["key"]: k["name"] for k in found}
+        self.device = self.tvm.cpu()
+        self.builds = 0
+        self.input = None
+
+    def vm(self, params: dict, exec_mode: str = "compiled"):
+        """The model scheduled with `params` (kernel key -> parameters; others: defaults), built and loaded."""
+        tvm = self.tvm
+        from tvm import relax
+
+        copy = tvm.IRModule(dict(self.mod.functions_items()), attrs=self.mod.attrs,
+                            global_infos=self.mod.global_infos)
+        scheduled_mod, _ = build.schedule(copy, self.spec, params)
+        with tvm.transform.PassContext(opt_level=3):
+            ex = relax.build(scheduled_mod, tvm.target.Target(self.spec), exec_mode=exec_mode)
+        self.builds += 1
+        vm = relax.VirtualMachine(ex, self.device)
+        if self.input is None:
+            rng = np.random.default_rng(0)
+            self.input = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.ty.shape])
+                                             .astype(str(p.ty.dtype)), self.device) for p in self.mod["main"].params]
+        return vm
+
+    def profile(self, params: dict, runs: int = 5) -> dict[str, float]:
+        """Kernel name -> microseconds per model run (best of `runs`), timed around each call by the VM's
+        instrument (bytecode: the compiled VM calls no instrument)."""
+        vm = self.vm(params, "bytecode")
+        times: dict[str, list[float]] = {}
+        started: dict[str, int] = {}
+
+        def instrument(func, name, before, ret, *args):
+            if name in self.names.values() or not name.startswith("vm."):
+                if before:
+                    started[name] = time.perf_counter_ns()
+                else:
+                    times.setdefault(name, []).append((time.perf_counter_ns() - started[name]) / 1e3)
+            return 0
+
+        vm.set_instrument(instrument)
+        vm["main"](*self.input)  # warm-up
+        best: dict[str, float] = {}
+        for _ in range(runs):
+            times.clear()
+            vm["main"](*self.input)
+            for name, ts in times.items():
+                best[name] = min(best.get(name, float("inf")), sum(ts))
+        return best
+
+    def interleaved_ms(self, vms: dict, rounds: int = CHECK_ROUNDS) -> dict[str, float]:
+        """Each build's median over `rounds` of its runs' median in the round (builds alternating, order flipped
+        each round, so that a busy moment hits both alike)."""
+        main = {name: vm["main"] for name, vm in vms.items()}
+        for f in main.values():
+            for _ in range(3):
+                f(*self.input)
+        t0 = time.perf_counter()
+        next(iter(main.values()))(*self.input)
+        runs = max(3, int(ROUND_S / max(time.perf_counter() - t0, 1e-6)))
+        per_round: dict[str, list[float]] = {name: [] for name in main}
+        order = list(main)
+        for r in range(rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                times = []
+                for _ in range(runs):  # each run timed: a median, not a mean that another process's slice decides
+                    t0 = time.perf_counter()
+                    main[name](*self.input)
+                    times.append(time.perf_counter() - t0)
+                per_round[name].append(float(np.median(times)) * 1e3)
+        return {name: float(np.median(v)) for name, v in per_round.items()}
+
+
+def model_check(mt: ModelTimer, search: Search, default_profile: dict[str, float]) -> dict:
+    """Keep a kernel's tuned parameters only where the whole model is not slower with them.
+
+    The tuned set (every kernel whose best differs from its default) and the defaults are timed in interleaved
+    rounds; until it is not slower in two looks in a row, tuned choices are reverted (1, 2 more, 4 more, ...):
+    first those slower in the tuned build's profile than in the defaults' (largest loss first), then the rest
+    (smallest gain first). Marks `kept` on every kernel of search.best (False: reverted); returns the session's
+    record."""
+    start = time.monotonic()
+    by_key = {k["key"]: k for k in search.kernels}
+    tuned = {key: b["params"] for key, b in search.best.items()
+             if "params" in b and key in by_key and b["params"] != by_key[key]["default"]}
+    for b in search.best.values():
+        b["kept"] = True  # a kernel at its default parameters is kept as it is
+    if not tuned:
+        return {"tuned": 0, "kept": 0, "reverted": [], "lost": False, "builds": 0,
+                "minutes": round((time.monotonic() - start) / 60, 3)}
+    profile = mt.profile(tuned)
+    name = {key: by_key[key]["name"] for key in tuned}
+    change = {key: profile.get(name[key], 0.0) - default_profile.get(name[key], 0.0) for key in tuned}
+    order = sorted(tuned, key=lambda key: -change[key])  # the largest loss first, the largest gain last
+    default_vm = mt.vm({})
+    keep, reverted, steps = dict(tuned), [], []
+
+    def look(tuned_vm) -> dict:
+        times = mt.interleaved_ms({"default": default_vm, "tuned": tuned_vm})
+        steps.append({"reverted": len(reverted), **{f"{k}_ms": round(v, 4) for k, v in times.items()}})
+        return times
+
+    tuned_vm = mt.vm(keep)
+    times = first = look(tuned_vm)
+    while keep:
+        # not slower twice in a row (a second, independent look): one quiet moment does not decide
+        if times["tuned"] <= times["default"]:
+            times = look(tuned_vm)
+            if times["tuned"] <= times["default"]:
+                break
+        for key in order[len(reverted):2 * len(reverted) + 1]:
+            keep.pop(key)
+            reverted.append(key)
+        if keep:
+            tuned_vm = mt.vm(keep)
+            times = look(tuned_vm)
+    if not keep:
+        times = {"default": times["default"], "tuned": times["default"]}
+    for key in reverted:
+        search.best[key]["kept"] = False
+    return {"tuned": len(tuned), "kept": len(keep), "lost": not keep,
+            "default_ms": round(first["default"], 4), "tuned_ms": round(first["tuned"], 4),
+            "final_ms": round(times["tuned"], 4), "final_default_ms": round(times["default"], 4),
+            "reverted": [{"name": name[k], "in_model_us": {"default": round(default_profile.get(name[k], 0.0), 2),
+                                                           "tuned": round(profile.get(name[k], 0.0), 2)},
+                          "alone_us": {"default": search.best[k].get("default_us"), "tuned": search.best[k].get("us")}}
+                         for k in reverted],
+            "steps": steps, "builds": mt.builds, "minutes": round((time.monotonic() - start) / 60, 3)}
 
 
 def check_request(onnx_path: Path, tgt, trials: int | None, minutes: float | None) -> None:
@@ -242,7 +407,7 @@ def run_search(search: Search, *, trials: int | None, minutes: float | None) -> 
     return {"trials": search.trials, "failed": search.failed, "requested": {"trials": trials, "minutes": minutes},
             "kernels": len(search.kernels), "minutes": round((time.monotonic() - start) / 60, 3),
             "estimate_ms": {"start": round(first / 1e3, 4), "end": round(search.model_us() / 1e3, 4)},
-            "left": sum(len(v) for v in search.left.values()),
+            "left": sum(len(v) for v in search.left.values()), "trials_per_kernel": search.per_kernel,
             "ended": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -271,10 +436,20 @@ def tune(onnx_path: str | Path, tgt, *, trials: int | None = None, minutes: floa
         raise EdgecnnError(f"{db} was measured on {previous['measured_on']}: tune into a new --db to change that")
     cross = (tgt.options or {}).get("cross_compiler")
     build.check_cross_compiler(cross, tgt.name)
+    if not rpc:  # time with the thread pool settings the build's runner will use (before the pool starts)
+        runner.apply_thread_settings(runner.thread_settings(spec)["env"], None)
     timers = board_timers(spec, rpc, key, timeout=timeout, cross=cross)
-    found = kernels(lowered(onnx_path, tgt, spec, batch), spec)
-    search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {})
+    mod = lowered(onnx_path, tgt, spec, batch)
+    found = kernels(mod, spec)
+    # the whole model runs here only: on boards the kernels are weighed by their time alone, unchecked
+    model = None if rpc else ModelTimer(mod, spec, found)
+    profile = model.profile({}) if model else None
+    search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {}, profile)
     session = run_search(search, trials=trials, minutes=minutes)
+    if profile:
+        session["profile_us"] = {k: round(v, 2) for k, v in sorted(profile.items(), key=lambda kv: -kv[1])}
+    session["model_check"] = model_check(model, search, profile) if model else \
+        {"skipped": "timed on RPC boards: the whole-model check runs on this CPU only"}
     if rpc:  # which board timed how many kernels and candidates
         session["boards"] = {t.board: t.timed for t in timers}
     with atomic_dir(db) as tmp:
@@ -295,10 +470,19 @@ def read_schedules(db: Path) -> dict:
 
 def apply_db(spec: dict, db: str | Path, *, onnx_path: Path, target, batch: int) -> tuple[dict, dict]:
     """The parameters a checked database holds (kernel key -> params) and what the manifest records of it."""
+    from edgecnn.core.progress import status
+
     db = Path(db)
     record = check(db, expected(Path(onnx_path), target, spec, batch))
     best = read_schedules(db)
-    return ({k: v["params"] for k, v in best.items()},
-            {"db": str(db.resolve()), "trials": record["trials"], "cpu": record["cpu"],
-             "tuned": record["sessions"][-1]["ended"], "kernels_in_db": len(best),
-             "estimate_ms": record["sessions"][-1]["estimate_ms"]})
+    kept = {k: v["params"] for k, v in best.items() if v.get("kept", True)}
+    last = record["sessions"][-1]
+    summary = {"db": str(db.resolve()), "trials": record["trials"], "cpu": record["cpu"], "tuned": last["ended"],
+               "kernels_in_db": len(best), "kernels_kept": len(kept), "estimate_ms": last["estimate_ms"],
+               "model_check": {k: v for k, v in last.get("model_check", {}).items() if k not in ("reverted", "steps")}}
+    check_ = last.get("model_check", {})
+    if check_.get("lost"):
+        status.print(f"tuning database {db}: its tuned build was slower than the defaults in the whole model "
+                     f"({check_['tuned_ms']:.3f} vs {check_['default_ms']:.3f} ms): compiling the default schedules",
+                     soft_wrap=True)
+    return kept, summary
