@@ -151,7 +151,8 @@ def scheduled(kernel: dict, params: dict, cpu):
 class Search:
     """The budgeted search over all kernels: best parameters and times so far, the candidates left."""
 
-    def __init__(self, found: list[dict], cpu, timers: list[Timer], previous: dict, profile: dict | None = None):
+    def __init__(self, found: list[dict], cpu, timers: list[Timer], previous: dict, *,
+                 profile: dict | None = None):
         """profile: kernel name -> microseconds per model run in the default build (None: weigh by alone x calls)."""
         self.kernels, self.cpu, self.timers, self.profile = found, cpu, timers, profile
         self.best = {k["key"]: dict(previous.get(k["key"], {})) for k in found}
@@ -444,7 +445,7 @@ def tune(onnx_path: str | Path, tgt, *, trials: int | None = None, minutes: floa
     # the whole model runs here only: on boards the kernels are weighed by their time alone, unchecked
     model = None if rpc else ModelTimer(mod, spec, found)
     profile = model.profile({}) if model else None
-    search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {}, profile)
+    search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {}, profile=profile)
     session = run_search(search, trials=trials, minutes=minutes)
     if profile:
         session["profile_us"] = {k: round(v, 2) for k, v in sorted(profile.items(), key=lambda kv: -kv[1])}
