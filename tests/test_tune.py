@@ -163,3 +163,15 @@ def test_tuning_measures_on_a_board_through_the_rpc_tracker(farm,  # noqa: F811
     with pytest.raises(EdgecnnError, match=f"no board with key '{KEY}x'"):
         tune.tune(lenet_onnx, "host", trials=4, db=tmp_path / "db2", rpc=farm[0], key=KEY + "x")
     assert not (tmp_path / "db2").exists()
+
+
+def test_tuned_build_goes_beside_the_untuned_one(tuned, lenet_onnx, tmp_path):
+    """compile --tune-db without --out never replaces the untuned build the README compares it with."""
+    import shutil
+
+    onnx_path = shutil.copy(lenet_onnx, tmp_path / "model.onnx")
+    untuned = compiler.compile_model(onnx_path, "host")
+    tuned_build = compiler.compile_model(onnx_path, "host", tune_db=tuned)
+    assert (untuned.name, tuned_build.name) == ("build-host-fp32", "build-host-fp32-tuned")
+    assert "tuning" not in manifest.read(untuned)["artifact"]
+    assert manifest.read(tuned_build)["artifact"]["tuning"]["db"] == str(tuned.resolve())

@@ -12,7 +12,8 @@ from edgecnn.core.progress import console
 @click.option("--target", "-t", required=True, help="a name from `edgecnn targets` or a target YAML path")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="default: the ONNX's precision, else the target's")
-@click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION)")
+@click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION, "
+              "with --tune-db build-TARGET-PRECISION-tuned)")
 @click.option("--batch", default=None, help="fixed batch of the artifact, or dynamic (default: --input-shape's, "
               "else 1)")
 @click.option("--tune-db", default=None, metavar="DIR", help="apply this edgecnn tune database (TVM targets)")

@@ -25,11 +25,12 @@ def with_batch(facts: dict, batch: int | None) -> tuple[dict, list[dict]]:
     return inp, outs
 
 
-def default_out(onnx_path: Path, target: str, precision: str) -> Path:
-    """RUN_DIR/model.onnx -> RUN_DIR/build-host-fp32; other.onnx -> other-build-host-fp32 beside it."""
+def default_out(onnx_path: Path, target: str, precision: str, *, tuned: bool = False) -> Path:
+    """RUN_DIR/model.onnx -> RUN_DIR/build-host-fp32; other.onnx -> other-build-host-fp32 beside it; a build
+    with a tuning database gets -tuned, so it never replaces the untuned build it is compared with."""
     stem = onnx_path.name.split(".")[0]
     prefix = "" if stem == "model" else f"{stem}-"
-    return onnx_path.parent / f"{prefix}build-{target}-{precision}"
+    return onnx_path.parent / f"{prefix}build-{target}-{precision}{'-tuned' if tuned else ''}"
 
 
 def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: str, *, batch: int | None = 1,
@@ -106,7 +107,7 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
     if batch is None and isinstance(fixed, int) and fixed > 0:
         raise EdgecnnError(f"--batch dynamic: {onnx_path.name} fixes its batch at {fixed} (input "
                            f"'{facts['input']['name']}' {facts['input']['shape']}): compile it with --batch {fixed}")
-    out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
+    out = Path(out) if out else default_out(onnx_path, tgt.name, precision, tuned=bool(opts.get("tune_db")))
     with atomic_dir(out) as tmp:
         build_into(tmp, onnx_path, tgt, precision, batch=batch, facts=facts, model=model, **opts)
     return out
