@@ -211,3 +211,24 @@ def test_int8_decisive_agreement_passes_a_good_build_and_fails_a_scaled_conv(len
     with pytest.raises(verify.ParityError, match="decisive top-1 agreement") as err:
         verify.verify(build, data="test", limit=1000)
     assert err.value.report["localization"]["node"] == names[0]
+
+
+def test_a_moved_or_copied_run_verifies_against_its_own_checkpoint(lenet_run, tmp_path):
+    """Paths beside the build are recorded relative to it: a moved run still finds its model.pt, a copied run
+    uses its own."""
+    import shutil
+
+    from edgecnn import export
+    from edgecnn.compiler import manifest
+
+    run = shutil.copytree(lenet_run, tmp_path / "run")
+    export.export(run, run / "model.onnx")
+    compiler.compile_model(run / "model.onnx", "onnxruntime-cpu")
+    assert manifest.read(run / "build-onnxruntime-cpu-fp32")["source"]["checkpoint"] == "../model.pt"
+    moved = shutil.move(run, tmp_path / "moved")
+    copied = shutil.copytree(moved, tmp_path / "copied")
+    for folder in (moved, copied):
+        report = verify.verify(folder / "build-onnxruntime-cpu-fp32", "torch", data="test", limit=20)
+        assert report["passed"] and report["reference"]["checkpoint"] == str(folder / "build-onnxruntime-cpu-fp32" /
+                                                                              ".." / "model.pt")
+

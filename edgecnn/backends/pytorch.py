@@ -53,7 +53,9 @@ class PyTorchBackend(Backend):
         raise EdgecnnError("the torch backend is the reference: it runs model.pt, it does not compile ONNX")
 
     def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> TorchRunner:
-        return checkpoint_runner(manifest.get("source", {}).get("checkpoint"), threads)
+        from edgecnn.compiler.manifest import source_path
+
+        return checkpoint_runner(source_path(build_dir, manifest.get("source", {}).get("checkpoint")), threads)
 
 
 backend = PyTorchBackend()

@@ -61,8 +61,8 @@ def class_outputs(man: dict, outputs: dict) -> dict:
 def fp32_model(build_dir: Path, man: dict):
     """(the runner of the fp32 model an int8 build came from, what it is): the checkpoint by PyTorch, or for a
     model from elsewhere its fp32 ONNX by ONNX Runtime."""
-    fp32 = man.get("source", {}).get("fp32_onnx")
-    if not man.get("source", {}).get("checkpoint") and fp32 and Path(fp32).is_file():
+    fp32 = manifest_mod.source_path(build_dir, man.get("source", {}).get("fp32_onnx"))
+    if not man.get("source", {}).get("checkpoint") and fp32 and fp32.is_file():
         from edgecnn.backends.onnxruntime import OrtRunner
 
         return OrtRunner(fp32), "onnxruntime (fp32 ONNX)"
