@@ -266,3 +266,25 @@ def test_more_boards_than_the_key_has_is_refused(farm, host_build):
     assert f"has 2 '{KEY}' board(s)" in r.stderr and "--boards 2" in r.stderr
     r = run_cli("bench", host_build, "--boards", 2, "--runs", 5)
     assert r.returncode == 1 and "--rpc HOST:PORT" in r.stderr
+
+
+@pytest.mark.parametrize("module", ["edgecnn.rpc_server", "edgecnn.rpc_tracker"])
+def test_sigterm_stops_the_server_and_its_worker(module):
+    """TVM's server and tracker serve from a popen_worker child: SIGTERM to edgecnn's process stops it too."""
+    import signal
+
+    import psutil
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port),
+                             "--port-end", str(port + 1)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith(module.replace(".", " ")), proc.stderr.read()[-2000:]
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert any("popen_worker" in " ".join(w.cmdline()) for w in workers)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, [w.cmdline() for w in alive]
+    finally:
+        stop([proc])
