@@ -232,3 +232,21 @@ def test_a_moved_or_copied_run_verifies_against_its_own_checkpoint(lenet_run, tm
         assert report["passed"] and report["reference"]["checkpoint"] == str(folder / "build-onnxruntime-cpu-fp32" /
                                                                               ".." / "model.pt")
 
+
+def test_only_a_full_default_run_replaces_the_recorded_summary(lenet_onnx, tmp_path):
+    from edgecnn.compiler import manifest
+
+    build = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
+    verify.verify(build, "torch", data="test", limit=20)
+    first = manifest.read(build)["verify"]
+    assert first["partial"] == first["data"] and "the first 20 of 200" in first["data"]
+    full = verify.verify(build, "torch", data="test")
+    assert full["recorded"] == "manifest.json" and "partial" not in manifest.read(build)["verify"]
+    recorded = manifest.read(build)["verify"]
+    assert "not in manifest.json" in verify.verify(build, "torch", data="test", limit=20)["recorded"]
+    with pytest.raises(verify.ParityError):
+        verify.verify(build, "torch", data="test", max_abs=1e-30, min_cosine=1.0 + 1e-9)
+    verify.verify(build, "torch", data="random", report_path=tmp_path / "elsewhere.json")
+    assert manifest.read(build)["verify"] == recorded
+    r = run_cli("verify", build, "--limit", "10")
+    assert r.returncode == 0 and "a partial run" in r.stdout

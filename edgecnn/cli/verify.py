@@ -53,6 +53,8 @@ def print_report(report: dict) -> None:
     from edgecnn.verify import tables
 
     console.print(tables.parity_table(report))
-    for line in (verify.decisive_line(report), verify.fp32_line(report), *report.get("notes", [])):
+    recorded = report.get("recorded", "")
+    for line in (verify.decisive_line(report), verify.fp32_line(report), *report.get("notes", []),
+                 recorded if recorded.startswith("not") else None):
         if line:
             console.print(line, markup=False, highlight=False)

@@ -113,7 +113,8 @@ def _measured(man: dict) -> list[str]:
     v = man.get("verify")
     if v:
         nan = float("nan")
-        out.append(f"- parity vs {v['against']} on {v['data']}: {'pass' if v['passed'] else 'FAIL'}, max abs error "
+        out.append(f"- parity vs {v['against']} on {v['data']}{' (partial)' if v.get('partial') else ''}: "
+                   f"{'pass' if v['passed'] else 'FAIL'}, max abs error "
                    f"{v.get('max_abs', nan):.3g}, top-1 agreement {v.get('top1_agreement', nan):.2f}%")
         if v.get("top1_candidate") is not None:
             out.append(f"- top-1 accuracy of this build: {v['top1_candidate']:.2f}% on {v['data']}")
