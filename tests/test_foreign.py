@@ -231,3 +231,26 @@ def test_info_describes_a_foreign_model(tmp_path):
     r = run_cli("info", dynamic_hw(tmp_path / "fcn.onnx"), "--input-shape", "1x3x64x64", "--json")
     assert json.loads(r.stdout)["input"] == [1, 3, 64, 64] and json.loads(r.stdout)["macs"] > 0
 
+
+def test_preprocessing_and_labels_given_to_compile_reach_quantize(tmp_path, folder):
+    """The README's "Your own model" order: compile with --mean/--std/--labels writes model.yaml beside
+    model.onnx; quantize model.onnx then calibrates with them and model.int8.onnx carries them."""
+    labels = CLASSES[:5]
+    model = onnx.load(str(export.from_module(make_tiny_resnet(), "1x3x32x32", tmp_path / "x.onnx")))
+    model.ClearField("metadata_props")  # a model from elsewhere: nothing in it says its preprocessing
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shutil.copy(tmp_path / "model.onnx", tmp_path / "bare.onnx")
+    (tmp_path / "synset.txt").write_text("\n".join(labels) + "\n")
+    mean, std = "0.485,0.456,0.406", "0.229,0.224,0.225"
+    r = run_cli("compile", tmp_path / "model.onnx", "--target", "onnxruntime-cpu", "--mean", mean, "--std", std,
+                "--labels", tmp_path / "synset.txt")
+    assert r.returncode == 0, r.stderr
+    written = yaml.safe_load((tmp_path / "model.yaml").read_text())
+    assert written == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "labels": labels}
+    r = run_cli("quantize", tmp_path / "model.onnx", "--calib", folder, "--calib-images", 16, "--sensitivity", 0)
+    assert r.returncode == 0 and "warning" not in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "model.quant.json").is_file() and not (tmp_path / "quant.json").exists()
+    man = manifest.read(compiler.compile_model(tmp_path / "model.int8.onnx", "onnxruntime-cpu"))
+    assert man["input"]["mean"] == written["mean"] and man["input"]["std"] == written["std"] and man["labels"] == labels
+    r = run_cli("quantize", tmp_path / "bare.onnx", "--calib", folder, "--calib-images", 16, "--sensitivity", 0)
+    assert r.returncode == 0 and "warning: nothing gives bare.onnx's preprocessing" in " ".join(r.stdout.split())

@@ -10,7 +10,7 @@ from edgecnn import backends
 from edgecnn.compiler import manifest, targets
 from edgecnn.core import image_model, onnx_utils
 from edgecnn.core.errors import EdgecnnError
-from edgecnn.core.fileio import atomic_dir, sha256
+from edgecnn.core.fileio import atomic_dir, atomic_file, sha256
 
 PATH_OPTIONS = ("tune_db",)  # options that name a file or folder: recorded as manifest.recorded_path
 
@@ -108,6 +108,28 @@ def moved(onnx_path: Path, recorded: str | None, digest: str | None) -> str | No
         return recorded
     beside = onnx_path.parent / Path(recorded).name
     return str(beside) if beside.is_file() and sha256(beside) == digest else recorded
+
+
+def record_given(onnx_path: str | Path, given: dict | None) -> Path | None:
+    """What the user said about a model (--mean, --std, --labels ...) written to MODEL.yaml beside MODEL.onnx
+    (merged into one already there, the flags winning), so `quantize MODEL.onnx` and later compiles read the
+    same preprocessing and labels; returns the YAML when it changed."""
+    import yaml
+
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if not given:
+        return None
+    onnx_path = Path(onnx_path)
+    path = onnx_path.with_name(onnx_path.name.split(".onnx")[0] + ".yaml")
+    old = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    new = {**(old if isinstance(old, dict) else {}), **given}
+    if "labels" in given:
+        new["labels"] = image_model.read_labels(given["labels"])
+    if new == old:
+        return None
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(new, sort_keys=False))
+    return path
 
 
 def compile_model(onnx_path: str | Path, target: str, precision: str | None = None, out: str | Path | None = None,
