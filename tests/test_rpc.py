@@ -152,6 +152,7 @@ def test_unregistered_key_lists_the_registered_ones(farm, host_build):
     r = run_cli("bench", host_build, "--rpc", farm[0], "--runs", 5)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "no board with key 'host'" in r.stderr and KEY in r.stderr and "--key host" in r.stderr
+    assert "python -m edgecnn.rpc_server --tracker" in r.stderr  # the server that reports the board's state
 
 
 def test_silent_tracker_times_out_quickly():
@@ -177,7 +178,7 @@ def wait_idle(farm, seconds=60.0) -> bool:
 
 def test_no_tracker_and_not_a_tracker(farm):
     assert wait_idle(farm)  # a server in a session does not answer new connections at all
-    with pytest.raises(EdgecnnError, match="not reachable .*rpc_tracker"):
+    with pytest.raises(EdgecnnError, match="not reachable .*python -m edgecnn.rpc_tracker"):
         rpc.request_session(f"127.0.0.1:{free_port()}", KEY, timeout=2)
     with pytest.raises(EdgecnnError, match="is not a TVM RPC tracker"):
         rpc.request_session(f"127.0.0.1:{farm[1]}", KEY, timeout=2)  # the RPC server's own port

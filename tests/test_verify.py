@@ -250,3 +250,14 @@ def test_only_a_full_default_run_replaces_the_recorded_summary(lenet_onnx, tmp_p
     assert manifest.read(build)["verify"] == recorded
     r = run_cli("verify", build, "--limit", "10")
     assert r.returncode == 0 and "a partial run" in r.stdout
+
+
+def test_no_checkpoint_names_verify_and_bench_options():
+    """A model from elsewhere has no checkpoint: the message says so and names each command's own option."""
+    from edgecnn.backends import pytorch, reference
+
+    for load in (lambda: pytorch.checkpoint_runner(None), lambda: reference.load(reference.Reference("torch", None))):
+        with pytest.raises(EdgecnnError) as err:
+            load()
+        assert "None" not in str(err.value) and "--against onnxruntime" in str(err.value)
+        assert "bench it with --compare onnxruntime" in str(err.value)

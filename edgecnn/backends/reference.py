@@ -78,8 +78,9 @@ def load(ref: Reference, *, threads: int | None = None):
         from edgecnn.backends.pytorch import TorchRunner
 
         if not ref.checkpoint or not ref.checkpoint.exists():
-            raise EdgecnnError(f"no checkpoint recorded for this model (looked for {ref.checkpoint}): "
-                               "use --against onnxruntime, or export from a RUN_DIR")
+            from edgecnn.backends.pytorch import no_checkpoint
+
+            raise EdgecnnError(no_checkpoint(ref.checkpoint))
         return TorchRunner(ref.checkpoint, threads)
     return load_graph(ref, ref.onnx, threads=threads)
 

@@ -9,7 +9,8 @@ from edgecnn.core.progress import console
 @click.argument("build_dir", metavar="BUILD_DIR", required=False)
 @click.option("--against", type=click.Choice(["torch", "onnxruntime", "fakequant"]), default=None,
               help="reference: torch (default), or fakequant (default for int8: the Q/DQ graph run op by op)")
-@click.option("--data", default="test", show_default=True, help="test | val | DATASET:SPLIT | random")
+@click.option("--data", default="test", show_default=True,
+              help="test | val | DATASET:SPLIT | random | imagefolder:DIR | idx:DIR | npz:FILE")
 @click.option("--limit", type=int, default=None, help="first N samples only")
 @click.option("--report", default=None, help="JSON report path (default BUILD_DIR/verify.json)")
 @click.option("--atol", type=float, default=None, help="max abs error allowed (default by precision)")
