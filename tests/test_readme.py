@@ -1,17 +1,20 @@
 """What the READMEs say is what happens: their shell and Python blocks run as written, in order, in a
 temporary folder; a block that cannot run here carries a visible marker saying why and what stands in."""
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import FASHION, ROOT, needs_fashion
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 MARKER = "*README test: "  # a visible paragraph right before a block: how the README test treats it
+BIN = Path(sys.executable).parent  # edgecnn and python of this environment, as `source .venv/bin/activate` gives
 
 
 def blocks(text: str, kinds=("bash", "python")) -> list[tuple[str, str]]:
@@ -72,6 +75,78 @@ def test_make_installs_the_cpu_torch_and_says_which(tmp_path):
     assert time.monotonic() - start < 120
 
 
+def own_model_files(folder: Path) -> None:
+    """What the README's "Your own model" block names (its marker lists them)."""
+    import torch
+    from foreign_models import caffe_zoo, keras_nhwc, make_tiny_resnet, squeezenet_like
+    from PIL import Image
+
+    squeezenet_like(folder / "model.onnx", size=224, classes=3)  # no edgecnn metadata: a model from elsewhere
+    labels = ["cat", "dog", "bird"]
+    (folder / "synset.txt").write_text("\n".join(labels) + "\n")
+    rng = np.random.default_rng(0)
+    for split, n in (("val", 3), ("calib", 6)):  # calibration takes at least 16 images
+        for k, name in enumerate(labels):
+            (folder / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(60 + 70 * k, 30, (224, 224, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / split / name / f"{i}.jpg")
+    keras_nhwc(folder / "keras.onnx", size=224)
+    caffe_zoo(folder / "caffenet.onnx")
+    (folder / "mypackage").mkdir()
+    (folder / "mypackage" / "__init__.py").write_text("")
+    (folder / "mypackage" / "nets.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\nfrom foreign_models import make_tiny_resnet\n\n\n"
+        "def build(classes=5):\n    return make_tiny_resnet(classes)\n")
+    torch.save(make_tiny_resnet(5).state_dict(), folder / "best.pt")
+    (folder / "classes.txt").write_text("\n".join(f"class{k}" for k in range(5)) + "\n")
+
+
+def venv(dest: Path) -> None:
+    """dest as this environment's venv, with an activate script naming this environment (a venv copied from
+    elsewhere keeps the original's path in its activate script)."""
+    real = Path(sys.prefix)
+    (dest / "bin").mkdir(parents=True)
+    for entry in real.iterdir():
+        if entry.name != "bin":
+            (dest / entry.name).symlink_to(entry)
+    for entry in (real / "bin").iterdir():
+        if entry.name != "activate":
+            (dest / "bin" / entry.name).symlink_to(entry)
+    script = re.sub(r"^VIRTUAL_ENV=.*$", f"VIRTUAL_ENV={str(real)!r}", (real / "bin" / "activate").read_text(),
+                    count=1, flags=re.M)
+    (dest / "bin" / "activate").write_text(script)
+
+
+def checkout(tmp_path: Path) -> Path:
+    """A folder like a fresh clone after `make test`: the README's inputs (recipes, targets, examples), .venv
+    (this environment) and .cache/aarch64-tvm (make test-tools)."""
+    folder = tmp_path / "clone"
+    for name in ("recipes", "targets", "examples"):
+        shutil.copytree(ROOT / name, folder / name)
+    venv(folder / ".venv")
+    if (ROOT / ".cache" / "aarch64-tvm").is_dir():
+        shutil.copytree(ROOT / ".cache" / "aarch64-tvm", folder / ".cache" / "aarch64-tvm")
+    return folder
+
+
+def run_readme(readme: Path, folder: Path, timings: list) -> None:
+    """Every shell and Python block of `readme` in `folder`, in order, as written; marked blocks as marked."""
+    import time
+
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(sys.prefix)}
+    for kind, code, marker in marked_blocks(readme.read_text()):
+        if marker and marker.startswith(MARKER + "not run"):
+            continue
+        if marker and "in a folder that holds" in marker and not (folder / "model.onnx").exists():
+            own_model_files(folder)
+        start = time.monotonic()
+        cmd = ["bash", "-euo", "pipefail", "-c", code] if kind == "bash" else [sys.executable, "-c", code]
+        r = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=1800)
+        timings.append((readme.relative_to(ROOT), code.splitlines()[0][:60], round(time.monotonic() - start, 1)))
+        assert r.returncode == 0, f"{readme.relative_to(ROOT)}: this block failed:\n{code}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+
+
 def test_every_block_says_how_it_runs():
     """A block the test cannot run says why and what stands in; the rest run (few are marked)."""
     for readme in (ROOT / "README.md", *sorted((ROOT / "examples").glob("*/README.md")),
@@ -80,6 +155,21 @@ def test_every_block_says_how_it_runs():
         skipped = [m for _, _, m in found if m and m.startswith(MARKER + "not run")]
         assert all("stand" in m for m in skipped), (readme, skipped)
         assert len(skipped) <= len(found) // 2, readme
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_the_readmes_run_as_written(tmp_path):
+    """README.md, then examples/*/README.md, in one folder like a fresh clone (CI: its own step in .ci/run)."""
+    folder, timings = checkout(tmp_path), []
+    try:
+        run_readme(ROOT / "README.md", folder, timings)
+        for readme in (*sorted((ROOT / "examples").glob("*/README.md")),
+                       *sorted((ROOT / "examples").glob("*/*/README.md"))):
+            run_readme(readme, folder, timings)
+    finally:
+        print("\n".join(f"{s:7.1f} s  {name}: {line}" for name, line, s in timings))
+    assert (folder / "runs" / "lenet5-fashion" / "build-host-fp32.edgecnn.tar.gz").is_file()
 
 
 def readme_table_flags() -> dict[str, set[str]]:
@@ -124,3 +214,26 @@ def test_no_readme_block_written_by_a_benchmark_is_empty():
         writers = [p.name for p in (ROOT / "benchmarks").glob("*.py") if f"{name}:start" in p.read_text()]
         assert writers, f"no script in benchmarks/ writes README.md's {name} block"
 
+
+@pytest.mark.slow
+def test_the_readme_torchrun_line_forms_two_nodes(tiny_recipe, tmp_path):
+    """README's raw torchrun line, its two nodes started on this machine (HEAD: 127.0.0.1, one rank each, the
+    tiny recipe): both join one rendezvous and the run completes."""
+    import socket
+
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("torchrun "))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = (line.replace("HEAD:29400", f"127.0.0.1:{port}").replace("--nproc-per-node 8", "--nproc-per-node 1")
+            .replace("recipes/mobilenet_v2-fashion.yaml", f"{tiny_recipe} --epochs 1 --out {tmp_path / 'run'}"))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    nodes = [subprocess.Popen(["bash", "-c", line], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert (tmp_path / "run" / "model.pt").is_file()
