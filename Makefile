@@ -7,15 +7,27 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 APT_TEST := g++-aarch64-linux-gnu qemu-user-static cmake g++
 PYTEST_ARGS ?=
+TORCH := torch==2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test data test-tools
+.PHONY: demo test data test-tools torch
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# the CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build
-	$(PY) -m pip install -q torch==2.13.0
+	$(MAKE) --no-print-directory torch
 	$(PY) -m pip install -q -e '.[host,tvm]'
 	touch $@
+
+# The CPU build of torch first: on the public index `torch==2.13.0` is the multi-GB CUDA build. PyTorch's CPU
+# index where it answers within 3 s; else the plain pin (what pip's own configuration offers, e.g. a local
+# wheel in find-links), so an offline machine does not wait on the network. Says which build it got.
+torch:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if timeout 5 $(PY) -c "import socket; socket.create_connection(('download.pytorch.org', 443), 3)" 2>/dev/null; \
+	 then $(PY) -m pip install -q --timeout 15 $(TORCH) --index-url $(TORCH_CPU_INDEX) || $(PY) -m pip install -q $(TORCH); \
+	 else echo "$(TORCH_CPU_INDEX) not reachable: installing $(TORCH) from pip's configured indexes"; \
+	      $(PY) -m pip install -q $(TORCH); fi
+	@$(PY) -c "import torch; c = torch.version.cuda; print(f'torch {torch.__version__}:', f'the CUDA {c} build' if c else 'the CPU build')"
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[host,tvm,dev]'
@@ -39,3 +51,5 @@ test: $(VENV)/.dev data test-tools
 	$(PY) -m pytest -m slow tests/test_packaging.py
 	# the board side under Python 3.10 with edgecnn[board] only (packages from PyPI)
 	.ci/board310
+	# the README's commands, as written (tests/test_readme.py, slow-marked: minutes)
+	$(PY) -m pytest -m slow tests/test_readme.py

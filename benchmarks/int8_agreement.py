@@ -6,9 +6,9 @@
 For each RUN_DIR and each quantization (PTQ per-channel, PTQ per-tensor, QAT): `edgecnn quantize RUN_DIR
 --out D [--per-tensor | --method qat --epochs N] --sensitivity 0`, then for ONNX Runtime and TVM host
 `edgecnn compile D/model.int8.onnx --target T --batch 100` and `edgecnn verify BUILD` (TVM on --tvm-limit
-test images when given; QAT on the first --qat-limit training images when given). Prints the table and writes
-benchmarks/results/int8_agreement-RUNS.json and the README's int8 table (from every
-benchmarks/results/int8_agreement-*.json; `--readme-only` writes it from those alone, measuring nothing).
+test images when given; QAT on the first --qat-limit training images when given). Prints the table, writes
+benchmarks/results/int8_agreement-RUNS.json and README.md's int8-table block from every int8_agreement-*.json
+(`--table-only`: only that block, from the saved results).
 """
 
 import argparse
@@ -18,9 +18,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from readme import replace_block  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 MARKERS = ("<!-- int8-table:start -->", "<!-- int8-table:end -->")
 VARIANTS = {"per-channel": [], "per-tensor": ["--per-tensor"], "qat": ["--method", "qat", "--epochs", "{epochs}"]}
@@ -78,23 +75,32 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", type=Path)
-    ap.add_argument("--readme-only", action="store_true", help="write the README table from the results there")
     ap.add_argument("--out", type=Path, default=Path("/tmp/edgecnn-int8-agreement"))
     ap.add_argument("--tvm-limit", type=int, default=None, help="verify TVM builds on the first N test images")
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--qat-limit", type=int, default=None, help="QAT fine-tunes on the first N training images")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"from {', '.join(VARIANTS)}")
+    ap.add_argument("--table-only", action="store_true", help="only write README.md's block from the saved results")
     args = ap.parse_args()
-    if not args.readme_only:
-        if not args.runs:
-            ap.error("give RUN_DIRs to measure, or --readme-only")
-        rows = [r for run in args.runs for r in measure(run, args.out, args)]
-        print(table(rows))
-        RESULTS.mkdir(exist_ok=True)
-        name = "-".join(run.name for run in args.runs)
-        (RESULTS / f"int8_agreement-{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
-    measured = [r for f in sorted(RESULTS.glob("int8_agreement-*.json")) for r in json.loads(f.read_text())]
-    replace_block(ROOT / "README.md", MARKERS, table(measured))
+    if args.table_only:
+        return write_readme()
+    rows = [r for run in args.runs for r in measure(run, args.out, args)]
+    print(table(rows))
+    RESULTS.mkdir(exist_ok=True)
+    name = "-".join(run.name for run in args.runs)
+    (RESULTS / f"int8_agreement-{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_readme()
+
+
+def write_readme() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from readme import replace_block
+
+    saved = sorted(RESULTS.glob("int8_agreement-*.json"))
+    rows = [r for path in saved for r in json.loads(path.read_text())]
+    replace_block(ROOT / "README.md", MARKERS, table(rows) + f"\n\n`benchmarks/int8_agreement.py` "
+                  f"({', '.join(p.name for p in saved)}): PTQ per-channel and per-tensor, QAT; ONNX Runtime "
+                  "(onnxruntime-cpu) and TVM (host) builds against their fake-quant reference on the test set.")
 
 
 if __name__ == "__main__":

@@ -137,11 +137,14 @@ def models_table(results: dict) -> list[str]:
 
 
 def recipes_table(results: dict) -> list[str]:
-    rows = ["| recipe | options | epochs | params | MACs | test top-1 |", "|---|---|---:|---:|---:|---:|"]
+    rows = ["| recipe | options | epochs trained | params | MACs | test top-1 |", "|---|---|---:|---:|---:|---:|"]
     for name in sorted(results["recipes"]):
         r = results["recipes"][name]
         opts = ", ".join(f"{k} {v}" for k, v in r["options"].items() if k not in ("num_classes", "in_channels"))
-        rows.append(f"| `{name}` | {opts} | {r['epochs']} | {r['params']:,} | {fmt_count(r['macs'])} "
+        path = ROOT / "recipes" / f"{name}.yaml"
+        planned = yaml.safe_load(path.read_text())["schedule"]["epochs"] if path.exists() else r["epochs"]
+        epochs = r["epochs"] if planned == r["epochs"] else f"{r['epochs']} (the recipe: {planned})"
+        rows.append(f"| `{name}` | {opts} | {epochs} | {r['params']:,} | {fmt_count(r['macs'])} "
                     f"| {r['test_top1']:.2f}% |")
     return rows
 

@@ -8,7 +8,8 @@ weights as uint8, zero point + 128), here and on an emulated Haswell (qemu-x86_6
 AVX2 and FMA, no AVX-512, no VNNI; Debian qemu-user-static; emulated timings are not latency). Each is
 compared with the Q/DQ graph run op by op on this machine (the fakequant reference verify uses), with
 verify's comparators: raw and decisive top-1 agreement, max abs error, top-1 on the labels.
-Writes benchmarks/results/ort_int8_isa.json and the README's table (`--readme-only`: from that file alone).
+Writes benchmarks/results/ort_int8_isa.json and README.md's ort-isa block (`--table-only`: only the block, from
+the saved results).
 """
 
 import argparse
@@ -28,12 +29,9 @@ from edgecnn.models import checkpoint
 from edgecnn.verify import compare, noise
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from readme import replace_block  # noqa: E402
-
-MARKERS = ("<!-- ort-isa:start -->", "<!-- ort-isa:end -->")
 RESULTS = ROOT / "benchmarks" / "results"
 NO_VNNI = ["qemu-x86_64-static", "-cpu", "Haswell"]
+MARKERS = ("<!-- ort-isa:start -->", "<!-- ort-isa:end -->")
 
 # Runs where the CPU is (natively or under qemu): the ISA ONNX Runtime sees, then each model's logits.
 ON_THE_CPU = """
@@ -79,34 +77,17 @@ def measure(model: Path, x: np.ndarray, labels: np.ndarray, work: Path) -> dict:
     return out
 
 
-def table(results: dict) -> str:
-    """One row per model and way of running it: the CPU's int8 path and the agreement with fake-quant."""
-    lines = [f"Data: {results['data']}; this CPU: {', '.join(results['host_isa']['flags'])}.", "",
-             "| model | run as | VPMADDUBSW saturates | max abs | raw top-1 agreement | decisive agreement | "
-             "top-1 build / reference |", "|---|---|---|---:|---:|---:|---:|"]
-    for m in results["models"]:
-        name = Path(m["model"]).parent.name
-        for way, r in m.items():
-            if not isinstance(r, dict) or "isa" not in r:
-                continue
-            lines.append(f"| {name} | {way} | {'yes' if r['isa']['u8s8_saturates'] else 'no'} | {r['max_abs']:.3f} | "
-                         f"{r['top1_agreement']:.2f}% ({r['disagreements']} differ) | {r['decisive_agreement']:.2f}% "
-                         f"({r['decisive_samples']}) | {r['top1_candidate']:.2f}% / {r['top1_reference']:.2f}% |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", type=Path)
     ap.add_argument("--run", type=Path, help="the RUN_DIR the models were quantized from (test data)")
-    ap.add_argument("--readme-only", action="store_true", help="write the README table from the results there")
     ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--table-only", action="store_true", help="only write README.md's block from the saved results")
     args = ap.parse_args()
-    if args.readme_only:
-        replace_block(ROOT / "README.md", MARKERS, table(json.loads((RESULTS / "ort_int8_isa.json").read_text())))
-        return
-    if not (args.models and args.run):
-        ap.error("give MODEL.int8.onnx files and --run RUN_DIR, or --readme-only")
+    if args.table_only:
+        return write_readme(json.loads((RESULTS / "ort_int8_isa.json").read_text()))
+    if not args.run or not args.models:
+        ap.error("give MODEL.int8.onnx ... and --run RUN_DIR")
     _, spec = checkpoint.load(args.run)
     test = data.load(data.recipe(args.run).data, spec, "test", n=args.limit)
     results = {"host_isa": int8_isa(), "data": test.described, "models": []}
@@ -116,7 +97,28 @@ def main() -> None:
             print(json.dumps(results["models"][-1], indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ort_int8_isa.json").write_text(json.dumps(results, indent=1) + "\n")
-    replace_block(ROOT / "README.md", MARKERS, table(results))
+    write_readme(results)
+
+
+def write_readme(results: dict) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from readme import replace_block
+
+    lines = ["| model | CPU: weights | ISA | max abs | raw top-1 agreement | decisive agreement (samples) | "
+             "top-1 build / reference | passes the int8 bar |", "|---|---|---|---:|---:|---:|---:|---|"]
+    for m in results["models"]:
+        name = "/".join(Path(m["model"]).parts[-2:])
+        for key, r in m.items():
+            if not isinstance(r, dict) or "isa" not in r:
+                continue
+            isa = "VNNI" if r["isa"]["vnni"] else ", ".join(r["isa"]["flags"]) + " (no VNNI)"
+            lines.append(f"| {name} | {key} | {isa} | {r['max_abs']:.3g} | {r['top1_agreement']:.2f}% "
+                         f"({r['disagreements']} differ) | {r['decisive_agreement']:.2f}% ({r['decisive_samples']}) | "
+                         f"{r['top1_candidate']:.2f}% / {r['top1_reference']:.2f}% | "
+                         f"{'yes' if r['passes_int8_bar'] else 'no'} |")
+    replace_block(ROOT / "README.md", MARKERS, "\n".join(lines) + f"\n\n`benchmarks/ort_int8_isa.py` on "
+                  f"{results['data']} (results in `benchmarks/results/ort_int8_isa.json`); emulated timings are not "
+                  "latency, so none are shown.")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """How fast `edgecnn quantize` evaluates a Q/DQ model: op by op (the fake-quant reference, how quantize measured
-before) vs its fast exact form (quantize.forms.evaluation_graph: weights folded, ONNX Runtime's float
+before) vs its fast exact form (qdq.forms.evaluation_graph: weights folded, ONNX Runtime's float
 optimisations, no int8 kernel), with fp32 beside them; and whether their predictions agree.
 
     .venv/bin/python benchmarks/quant_eval.py RUN_DIR [--images 1000] [--threads 1]
@@ -23,7 +23,7 @@ from edgecnn.backends.reference import FAKEQUANT_LEVEL, NO_INT8_KERNELS
 from edgecnn.core.progress import console
 from edgecnn.qdq import forms, ptq
 from edgecnn.quantize import data, export_fp32
-from edgecnn.train import checkpoint
+from edgecnn.models import checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -11,7 +11,7 @@ MobileNet v2, calibrated on their val split). Variants of each model:
 - int8 (ORT CPU Q/DQ): `edgecnn quantize --form onnxruntime`, ONNX Runtime's own CPU recipe (uint8
   asymmetric activations, Q/DQ after every op, ReLU/Clip folded), which ORT fuses into QLinearConv;
 - int8 (TensorRT Q/DQ converted): what `edgecnn compile --target onnxruntime-cpu` now builds from the default
-  form (quantize.forms.convert: the float graph under the TensorRT Q/DQ, re-quantized in ORT's form from the
+  form (qdq.forms.convert: the float graph under the TensorRT Q/DQ, re-quantized in ORT's form from the
   asymmetric ranges quantize records).
 Rounds interleave the variants so machine noise hits all alike; the median of the round medians is
 reported with the int8/fp32 ratio. Writes benchmarks/results/quant_ort_latency.json and .png.

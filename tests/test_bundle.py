@@ -188,3 +188,9 @@ def test_cpp_host_app_matches_python_runtime(tvm_app, host_bundle, tiny_idx, tmp
         one = subprocess.run([tvm_app, folder, "--image", tmp_path / "five.pgm"], capture_output=True, text=True,
                              check=True).stdout
         assert f"#1 class {model.predict(tmp_path / 'five.pgm')[0].indices[0]} " in one
+
+
+def test_cli_unpack_counts_every_member(host_bundle, tmp_path):
+    r = run_cli("bundle", "--unpack", host_bundle, "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "3 files (manifest.json, model.so, README.md)" in r.stdout

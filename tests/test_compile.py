@@ -67,13 +67,18 @@ def test_unsupported_op_is_named_and_leaves_nothing(tmp_path):
     assert run_cli("compile", tmp_path / "m.onnx", "--target", "onnxruntime-cpu", "--out", tmp_path / "b").returncode == 0
 
 
-def test_dynamic_batch_tvm_build(lenet_onnx, tmp_path):
+def test_dynamic_batch_tvm_build_is_refused_and_fixed_batches_are_scheduled(lenet_onnx, tmp_path):
+    """A dynamic-batch TVM build would run unscheduled loops: refused with the measured cost; a build per batch
+    has every kernel scheduled by a rule."""
     import numpy as np
 
     from edgecnn import backends
 
-    build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b", batch=None)
+    r = run_cli("compile", lenet_onnx, "--target", "host", "--batch", "dynamic", "--out", tmp_path / "dyn")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and not (tmp_path / "dyn").exists()
+    assert "TVM builds need a fixed batch" in r.stderr and "--batch 8" in r.stderr
+    build = compiler.compile_model(lenet_onnx, "host", out=tmp_path / "b8", batch=8)
     man = manifest.read(build)
-    assert man["artifact"]["batch"] is None
+    assert man["artifact"]["batch"] == 8 and "none" not in man["artifact"]["schedules"]["rules"]
     with backends.require("tvm").load(build, man) as runner:
-        assert runner.run(np.zeros((7, 1, 28, 28), np.float32))["logits"].shape == (7, 4)
+        assert runner.run(np.zeros((8, 1, 28, 28), np.float32))["logits"].shape == (8, 4)

@@ -3,6 +3,7 @@ PyTorch module from the user's code go through compile, quantize, verify, bench 
 
 import json
 import os
+import shutil
 import tarfile
 
 import numpy as np
@@ -10,11 +11,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from conftest import ROOT, run_cli
 from foreign_models import (caffe_zoo, dynamic_hw, image_folder, keras_nhwc, make_tiny_resnet, squeezenet_like,
                              uint8_nhwc, upsampling_opset9)
 
 from edgecnn import bench, compiler, export, verify
+from edgecnn.core import manifest
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import sha256
 from edgecnn.deploy import bundle, runtime
@@ -72,12 +75,12 @@ def test_keras_nhwc_model_with_a_dynamic_batch(tmp_path, folder):
     path = keras_nhwc(tmp_path / "keras.onnx")
     keras = {"scale": "1/127.5", "mean": [1.0], "std": [1.0]}  # x / 127.5 - 1, Keras' MobileNet preprocessing
     compile_and_verify(path, tmp_path, f"imagefolder:{folder}", given=keras)
-    dyn = compiler.compile_model(path, "host", out=tmp_path / "dynamic", batch=None, given=keras)
+    dyn = compiler.compile_model(path, "onnxruntime-cpu", out=tmp_path / "dynamic", batch=None, given=keras)
     man = json.loads((dyn / "manifest.json").read_text())
     assert (man["input"]["layout"], man["input"]["shape"], man["input"]["scale"]) == ("NHWC", ["unk__n", 32, 32, 3],
                                                                                       1 / 127.5)
     assert verify.verify(dyn, data=f"imagefolder:{folder}")["outputs"]["dense_1"]["max_abs"] <= 1e-4
-    timed = bench.bench(dyn, batches=[1, 4], runs=3, warmup=1, threads=1, compare=["onnxruntime"], plot=False)
+    timed = bench.bench(dyn, batches=[1, 4], runs=3, warmup=1, threads=1, plot=False)
     assert set(timed["results"]["onnxruntime"]["batches"]) == {"1", "4"}  # the source's dynamic batch, at 32x32x3
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)  # N x H x W x C pixels
     want = ort.InferenceSession(str(path)).run(None, {"input_1": images.astype(np.float32) / 127.5 - 1})[0]
@@ -233,3 +236,27 @@ def test_info_describes_a_foreign_model(tmp_path):
     assert d["prepared"] == ["12 initializers listed as inputs are weights (IR 3 -> 4)"]
     r = run_cli("info", dynamic_hw(tmp_path / "fcn.onnx"), "--input-shape", "1x3x64x64", "--json")
     assert json.loads(r.stdout)["input"] == [1, 3, 64, 64] and json.loads(r.stdout)["macs"] > 0
+
+
+def test_preprocessing_and_labels_given_to_compile_reach_quantize(tmp_path, folder):
+    """The README's "Your own model" order: compile with --mean/--std/--labels writes model.yaml beside
+    model.onnx; quantize model.onnx then calibrates with them and model.int8.onnx carries them."""
+    labels = CLASSES[:5]
+    model = onnx.load(str(export.from_module(make_tiny_resnet(), "1x3x32x32", tmp_path / "x.onnx")))
+    model.ClearField("metadata_props")  # a model from elsewhere: nothing in it says its preprocessing
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shutil.copy(tmp_path / "model.onnx", tmp_path / "bare.onnx")
+    (tmp_path / "synset.txt").write_text("\n".join(labels) + "\n")
+    mean, std = "0.485,0.456,0.406", "0.229,0.224,0.225"
+    r = run_cli("compile", tmp_path / "model.onnx", "--target", "onnxruntime-cpu", "--mean", mean, "--std", std,
+                "--labels", tmp_path / "synset.txt")
+    assert r.returncode == 0, r.stderr
+    written = yaml.safe_load((tmp_path / "model.yaml").read_text())
+    assert written == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "labels": labels}
+    r = run_cli("quantize", tmp_path / "model.onnx", "--calib", folder, "--calib-images", 16, "--sensitivity", 0)
+    assert r.returncode == 0 and "warning" not in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "model.quant.json").is_file() and not (tmp_path / "quant.json").exists()
+    man = manifest.read(compiler.compile_model(tmp_path / "model.int8.onnx", "onnxruntime-cpu"))
+    assert man["input"]["mean"] == written["mean"] and man["input"]["std"] == written["std"] and man["labels"] == labels
+    r = run_cli("quantize", tmp_path / "bare.onnx", "--calib", folder, "--calib-images", 16, "--sensitivity", 0)
+    assert r.returncode == 0 and "warning: nothing gives bare.onnx's preprocessing" in " ".join(r.stdout.split())

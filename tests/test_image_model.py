@@ -98,7 +98,7 @@ def test_preprocessing_given_once_labels_and_yaml_beside(tmp_path):
     with pytest.raises(EdgecnnError, match="unknown key 'means' \\(did you mean 'mean'\\?\\)"):
         facts(path)
     (tmp_path / "caffenet.yaml").unlink()
-    with pytest.raises(EdgecnnError, match="--mean \\[0.1, 0.2\\]: give 1 or 3 values"):
+    with pytest.raises(EdgecnnError, match="--mean \\[0.1, 0.2\\]: the model takes 3-channel images: give 1 or 3 values"):
         facts(path, mean=[0.1, 0.2])
     with pytest.raises(EdgecnnError, match="takes uint8 pixels and normalizes them itself: drop --mean"):
         facts(uint8_nhwc(tmp_path / "u8.onnx"), mean=[0.5])
@@ -145,3 +145,15 @@ def test_upsample_keeps_its_meaning_through_the_converter(tmp_path):
     resize = next(n for n in up.graph.node if n.op_type == "Resize")
     assert {a.name: helper.get_attribute_value(a) for a in resize.attribute}["coordinate_transformation_mode"] == \
         b"asymmetric"
+
+
+def test_a_one_channel_model_asks_for_one_value(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "grey.onnx"))
+    with pytest.raises(EdgecnnError, match=r"^--mean \[1.0, 2.0\]: the model takes 1-channel images: give 1 value$"):
+        facts(tmp_path / "grey.onnx", mean=[1.0, 2.0])

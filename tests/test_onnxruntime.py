@@ -118,3 +118,21 @@ def test_onnxruntime_form_reduces_the_range_on_a_cpu_without_vnni():
     r = subprocess.run([*NO_VNNI, sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["True", "False"]
+
+
+def test_fp16_build_runs_float16_weights(lenet_onnx, tmp_path):
+    """compile --precision fp16 for ONNX Runtime converts the model (float16 weights, float32 input and
+    output); it is not the fp32 model labelled fp16."""
+    from edgecnn import compiler, verify
+    from edgecnn.core import manifest
+
+    fp32 = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", "fp32", tmp_path / "fp32")
+    fp16 = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", "fp16", tmp_path / "fp16")
+    model = onnx.load(str(fp16 / "model.onnx"))
+    weights = [i.data_type for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+    assert weights and set(weights) == {TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert (fp16 / "model.onnx").stat().st_size < 0.6 * (fp32 / "model.onnx").stat().st_size
+    assert manifest.read(fp16)["artifact"]["fp16"]["weights"] == "float16"
+    report = verify.verify(fp16, "torch", data="test", limit=50)
+    assert report["passed"] and report["outputs"]["logits"]["max_abs"] > 1e-5  # fp16 rounding, not fp32's

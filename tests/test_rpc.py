@@ -164,6 +164,7 @@ def test_unregistered_key_lists_the_registered_ones(farm, host_build):
     r = run_cli("bench", host_build, "--rpc", farm[0], "--runs", 5)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "no board with key 'host'" in r.stderr and KEY in r.stderr and "--key host" in r.stderr
+    assert "python -m edgecnn.rpc_server --tracker" in r.stderr  # the server that reports the board's state
 
 
 def test_silent_tracker_times_out_quickly():
@@ -187,7 +188,7 @@ def wait_idle(farm, seconds=60.0) -> bool:
 
 def test_no_tracker_and_not_a_tracker(farm):
     assert wait_idle(farm)  # a server in a session does not answer new connections at all
-    with pytest.raises(EdgecnnError, match="not reachable .*rpc_tracker"):
+    with pytest.raises(EdgecnnError, match="not reachable .*python -m edgecnn.rpc_tracker"):
         rpc.request_session(f"127.0.0.1:{free_port()}", KEY, timeout=2)
     with pytest.raises(EdgecnnError, match="is not a TVM RPC tracker"):
         rpc.request_session(f"127.0.0.1:{farm[1]}", KEY, timeout=2)  # the RPC server's own port
@@ -276,3 +277,25 @@ def test_more_boards_than_the_key_has_is_refused(farm, host_build):
     assert f"has 2 '{KEY}' board(s)" in r.stderr and "--boards 2" in r.stderr
     r = run_cli("bench", host_build, "--boards", 2, "--runs", 5)
     assert r.returncode == 1 and "--rpc HOST:PORT" in r.stderr
+
+
+@pytest.mark.parametrize("module", ["edgecnn.rpc_server", "edgecnn.rpc_tracker"])
+def test_sigterm_stops_the_server_and_its_worker(module):
+    """TVM's server and tracker serve from a popen_worker child: SIGTERM to edgecnn's process stops it too."""
+    import signal
+
+    import psutil
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port),
+                             "--port-end", str(port + 1)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith(module.replace(".", " ")), proc.stderr.read()[-2000:]
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert any("popen_worker" in " ".join(w.cmdline()) for w in workers)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, [w.cmdline() for w in alive]
+    finally:
+        stop([proc])

@@ -238,3 +238,15 @@ def test_the_search_starts_with_the_kernels_that_dominate_the_model(conv_onnx, t
     assert session["trials_per_kernel"] == {list(profile)[0]: 4}  # one batch, all of it on the dominant kernel
     best = json.loads((tmp_path / "db" / tunedb.SCHEDULES).read_text())
     assert all("kept" in v for v in best.values())
+
+
+def test_tuned_build_goes_beside_the_untuned_one(tuned, lenet_onnx, tmp_path):
+    """compile --tune-db without --out never replaces the untuned build the README compares it with."""
+    import shutil
+
+    onnx_path = shutil.copy(lenet_onnx, tmp_path / "model.onnx")
+    untuned = compiler.compile_model(onnx_path, "host")
+    tuned_build = compiler.compile_model(onnx_path, "host", tune_db=tuned)
+    assert (untuned.name, tuned_build.name) == ("build-host-fp32", "build-host-fp32-tuned")
+    assert "tuning" not in manifest.read(untuned)["artifact"]
+    assert manifest.read(tuned_build)["artifact"]["tuning"]["db"] == str(tuned.resolve())

@@ -219,3 +219,53 @@ def test_int8_decisive_agreement_passes_a_good_build_and_fails_a_scaled_conv(len
     with pytest.raises(verify.ParityError, match="decisive top-1 agreement") as err:
         verify.verify(build, data="test", limit=1000)
     assert err.value.report["localization"]["node"] == names[0]
+
+
+def test_a_moved_or_copied_run_verifies_against_its_own_checkpoint(lenet_run, tmp_path):
+    """Paths beside the build are recorded relative to it: a moved run still finds its model.pt, a copied run
+    uses its own."""
+    import shutil
+
+    from edgecnn import export
+    from edgecnn.core import manifest
+
+    run = shutil.copytree(lenet_run, tmp_path / "run")
+    export.export(run, run / "model.onnx")
+    compiler.compile_model(run / "model.onnx", "onnxruntime-cpu")
+    assert manifest.read(run / "build-onnxruntime-cpu-fp32")["source"]["checkpoint"] == "../model.pt"
+    moved = shutil.move(run, tmp_path / "moved")
+    copied = shutil.copytree(moved, tmp_path / "copied")
+    for folder in (moved, copied):
+        report = verify.verify(folder / "build-onnxruntime-cpu-fp32", "torch", data="test", limit=20)
+        assert report["passed"] and report["reference"]["checkpoint"] == str(folder / "build-onnxruntime-cpu-fp32" /
+                                                                              ".." / "model.pt")
+
+
+def test_only_a_full_default_run_replaces_the_recorded_summary(lenet_onnx, tmp_path):
+    from edgecnn.core import manifest
+
+    build = compiler.compile_model(lenet_onnx, "onnxruntime-cpu", out=tmp_path / "b")
+    verify.verify(build, "torch", data="test", limit=20)
+    first = manifest.read(build)["verify"]
+    assert first["partial"] == first["data"] and "the first 20 of 200" in first["data"]
+    full = verify.verify(build, "torch", data="test")
+    assert full["recorded"] == "manifest.json" and "partial" not in manifest.read(build)["verify"]
+    recorded = manifest.read(build)["verify"]
+    assert "not in manifest.json" in verify.verify(build, "torch", data="test", limit=20)["recorded"]
+    with pytest.raises(verify.ParityError):
+        verify.verify(build, "torch", data="test", max_abs=1e-30, min_cosine=1.0 + 1e-9)
+    verify.verify(build, "torch", data="random", report_path=tmp_path / "elsewhere.json")
+    assert manifest.read(build)["verify"] == recorded
+    r = run_cli("verify", build, "--limit", "10")
+    assert r.returncode == 0 and "a partial run" in r.stdout
+
+
+def test_no_checkpoint_names_verify_and_bench_options():
+    """A model from elsewhere has no checkpoint: the message says so and names each command's own option."""
+    from edgecnn.backends import pytorch, reference
+
+    for load in (lambda: pytorch.checkpoint_runner(None), lambda: reference.load(reference.Reference("torch", None))):
+        with pytest.raises(EdgecnnError) as err:
+            load()
+        assert "None" not in str(err.value) and "--against onnxruntime" in str(err.value)
+        assert "bench it with --compare onnxruntime" in str(err.value)

@@ -110,6 +110,24 @@ def weights_to_uint8(model) -> int:
     return done
 
 
+def write_fp16(onnx_path, dest: Path) -> dict:
+    """The fp16 model ONNX Runtime runs for an fp16 build: weights and activations float16 (ONNX Runtime's
+    float16 converter), input and output float32; what was converted, for the manifest."""
+    import onnx
+
+    from edgecnn.core import onnx_utils
+
+    model = onnx.load(str(onnx_path))
+    already = onnx_utils.is_fp16(model)
+    half = onnx_utils.to_fp16(model)
+    if onnx_utils.too_big(half):
+        onnx.save(half, str(dest), save_as_external_data=True, location=dest.name + ".data")
+    else:
+        onnx.save(half, str(dest))
+    return {"weights": "float16", "io": "float32",
+            "how": "the source is fp16" if already else "onnxruntime.transformers float16 converter"}
+
+
 def prepare_int8(path: Path) -> dict:
     """Apply ONNX Runtime's advice for this CPU to an int8 build's model.onnx; what was done, for the manifest."""
     import onnx
@@ -154,9 +172,12 @@ class OnnxRuntimeBackend(Backend):
         from edgecnn.core.onnx_utils import external_files
 
         dest = Path(out_dir) / "model.onnx"
-        if Path(onnx_path).resolve() != dest.resolve():
-            shutil.copyfile(onnx_path, dest)
-        artifact = {"file": dest.name, **({"int8": prepare_int8(dest)} if precision == "int8" else {})}
+        if precision == "fp16":
+            artifact = {"file": dest.name, "fp16": write_fp16(onnx_path, dest)}
+        else:
+            if Path(onnx_path).resolve() != dest.resolve():
+                shutil.copyfile(onnx_path, dest)
+            artifact = {"file": dest.name, **({"int8": prepare_int8(dest)} if precision == "int8" else {})}
         OrtRunner(dest)
         files = external_files(onnx.load(str(dest), load_external_data=False))
         return {**artifact, **({"files": files} if files else {})}

@@ -27,14 +27,20 @@ class TorchRunner(Runner):
             return {self.output_names[0]: self.model(self.torch.from_numpy(x)).numpy()}
 
 
+def no_checkpoint(path) -> str:
+    """Why PyTorch cannot be the reference, and what to use: verify's and bench's own options."""
+    where = f"{path} is missing" if path else "a model from elsewhere has none"
+    return (f"no PyTorch checkpoint for this model ({where}): verify it --against onnxruntime and bench it with "
+            "--compare onnxruntime, or export it from a RUN_DIR")
+
+
 def checkpoint_runner(path, threads: int | None = None) -> TorchRunner:
     """PyTorch on a recorded checkpoint, or a one-line error saying what to use instead."""
     reason = backend.available()
     if reason:
         raise EdgecnnError(f"backend 'torch' is not usable here: {reason}")
     if not path or not Path(path).exists():
-        raise EdgecnnError(f"no checkpoint recorded for this model (looked for {path}): "
-                           "use --against onnxruntime, or export from a RUN_DIR")
+        raise EdgecnnError(no_checkpoint(path))
     return TorchRunner(path, threads)
 
 
@@ -53,7 +59,9 @@ class PyTorchBackend(Backend):
         raise EdgecnnError("the torch backend is the reference: it runs model.pt, it does not compile ONNX")
 
     def load(self, build_dir, manifest: dict, *, threads: int | None = None, **opts) -> TorchRunner:
-        return checkpoint_runner(manifest.get("source", {}).get("checkpoint"), threads)
+        from edgecnn.core.manifest import source_path
+
+        return checkpoint_runner(source_path(build_dir, manifest.get("source", {}).get("checkpoint")), threads)
 
 
 backend = PyTorchBackend()

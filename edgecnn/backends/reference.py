@@ -14,6 +14,7 @@ fusions). verify measures on them how far such changes alone move the reference.
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecnn.core.manifest import source_path
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.data.image_model import MIN_OPSET
 from edgecnn.core.fileio import sha256
@@ -52,7 +53,7 @@ def source_graph(build_dir: Path, man: dict) -> Path:
     """The ONNX the build was compiled from when it is still there unchanged and ONNX Runtime runs its opset,
     else the build's copy."""
     src = man.get("source", {})
-    path = Path(src.get("onnx") or build_dir / "model.onnx")
+    path = source_path(build_dir, src.get("onnx")) or build_dir / "model.onnx"
     if path.is_file() and src.get("opset", MIN_OPSET) >= MIN_OPSET and src.get("onnx_sha256") in (None, sha256(path)):
         return path
     return build_dir / "model.onnx"
@@ -63,8 +64,7 @@ def reference(build_dir: str | Path, man: dict, against: str | None = None) -> R
     build_dir = Path(build_dir)
     against = against or default_against(man["precision"], man)
     if against == "torch":
-        path = man.get("source", {}).get("checkpoint")
-        return Reference(against, None, checkpoint=Path(path) if path else None)
+        return Reference(against, None, checkpoint=source_path(build_dir, man.get("source", {}).get("checkpoint")))
     if against == "onnxruntime":
         return Reference(against, source_graph(build_dir, man))
     if against == "fakequant":
@@ -86,8 +86,9 @@ def load(ref: Reference, *, threads: int | None = None):
         from edgecnn.backends.pytorch import TorchRunner
 
         if not ref.checkpoint or not ref.checkpoint.exists():
-            raise EdgecnnError(f"no checkpoint recorded for this model (looked for {ref.checkpoint}): "
-                               "use --against onnxruntime, or export from a RUN_DIR")
+            from edgecnn.backends.pytorch import no_checkpoint
+
+            raise EdgecnnError(no_checkpoint(ref.checkpoint))
         return TorchRunner(ref.checkpoint, threads)
     return load_graph(ref, ref.onnx, threads=threads)
 

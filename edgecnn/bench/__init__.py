@@ -10,7 +10,7 @@ A subject is a picklable callable returning a Runner (edgecnn.backends.base): `r
 knows better than this process's RSS (a remote board).
 Fixed-batch artifacts (TVM host builds are batch 1) are benched only at their batch: other batch sizes
 need a build compiled for them (`edgecnn compile ... --batch N|dynamic`).
-The device is read before and after each subject's runs and metered while they go (bench.conditions;
+The device is read before and after each subject's runs and metered while they go (edgecnn.device.conditions;
 `runner.device_probe()` when the runner knows its device better: a board reads its own).
 
 bench.json (summary() is the part a manifest and a bundle carry, with the build's device in brief):
@@ -103,8 +103,7 @@ def measure(name: str, load, plan: dict, isolated: bool = True, *, bar=None) -> 
 
     rss_before = system.proc_status_mib("VmRSS")
     with load() as runner:
-        batches = plan["batches"] or [runner.batch or 1]
-        _check_batches(runner, batches)
+        batches, note = _check_batches(runner, plan["batches"] or [runner.batch or 1])
         watch = conditions.Watch(runner.device_probe() or conditions.Probe(), lock=plan.get("lock_clocks", False),
                                  cool_c=plan.get("wait_cool"))
         label = f"{name} on {runner.board}" if runner.board else name
@@ -115,7 +114,7 @@ def measure(name: str, load, plan: dict, isolated: bool = True, *, bar=None) -> 
         finally:
             watch.restore()
         return {"runner": runner.name, **({"board": runner.board} if runner.board else {}), "batches": results,
-                "memory": _memory(runner, rss_before, isolated), "device": state,
+                "memory": _memory(runner, rss_before, isolated), "device": state, **({"note": note} if note else {}),
                 **({"thread_env": runner.thread_env} if getattr(runner, "thread_env", None) else {})}
 
 
@@ -138,15 +137,17 @@ def random_input(runner, batch: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _check_batches(runner, batches: list[int]) -> None:
-    fixed = runner.batch
-    other = [b for b in batches if fixed and b != fixed]
-    if other:
-        raise EdgecnnError(f"this {runner.name} artifact is compiled for batch {fixed} only, not {other[0]}: "
-                           f"bench it with --batch {fixed}, or compile a build for that batch "
-                           f"(edgecnn compile BUILD_DIR/model.onnx --target T --batch {other[0]}|dynamic)")
+def _check_batches(runner, batches: list[int]) -> tuple[list[int], str | None]:
+    """The batch sizes a runner can be timed at, and a note when a fixed-batch artifact drops some."""
     if not runner.input_shape:
         raise EdgecnnError(f"the {runner.name} runner does not say its input shape: cannot make inputs")
+    fixed = runner.batch
+    other = [b for b in batches if fixed and b != fixed]
+    if not other:
+        return batches, None
+    return [fixed], (f"this {runner.name} artifact is compiled for batch {fixed}: measured at batch {fixed} only, "
+                     f"not {', '.join(map(str, other))} (a build per batch: edgecnn compile MODEL.onnx --target T "
+                     f"--batch {other[0]})")
 
 
 def _portable(load) -> bool:
@@ -282,7 +283,8 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
                            "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads,
                            "lock_clocks": lock_clocks, "wait_cool_c": wait_cool},
               "system": facts, "results": results, "ratios": ratios(results, backend),
-              "warnings": [f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"]],
+              "warnings": [*(f"{name}: {r['note']}" for name, r in results.items() if r.get("note")),
+                           *(f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"])],
               **farm_report}
     out = Path(out) if out else build_dir / "bench.json"
     if plot and installed("matplotlib"):

@@ -16,7 +16,7 @@ def check_boards(boards: dict, wanted: int, key: str, address: str) -> None:
     """Refuse --boards N when the key has fewer boards, or fewer free now (a held board would wait forever)."""
     if boards["registered"] < wanted:
         raise EdgecnnError(f"--boards {wanted}: the tracker {address} has {boards['registered']} '{key}' board(s); "
-                           f"start more (python -m tvm.exec.rpc_server --tracker {address} --key {key}) or ask for "
+                           f"start more (python -m edgecnn.rpc_server --tracker {address} --key {key}) or ask for "
                            f"--boards {boards['registered']}")
     if boards["free"] < wanted:
         raise EdgecnnError(f"--boards {wanted}: only {boards['free']} of the {boards['registered']} '{key}' boards "

@@ -19,7 +19,8 @@ def bundle_cmd(path, out, unpack):
     if unpack:
         dest = Path(out) if out else Path(path.removesuffix(bundle.SUFFIX).removesuffix(".tar.gz") + ".unpacked")
         man = bundle.unpack(path, dest)
-        console.print(f"unpacked {path} into {dest}: {len(man['files'])} files, every sha256 checked")
+        names = ["manifest.json", *man["files"]]
+        console.print(f"unpacked {path} into {dest}: {len(names)} files ({', '.join(names)}), every sha256 checked")
         return
     written = bundle.pack(path, out)
     console.print(f"bundle {written} ({written.stat().st_size / 1e6:.2f} MB)")

@@ -12,7 +12,8 @@ from edgecnn.core.progress import console
 @click.option("--target", "-t", required=True, help="a name from `edgecnn targets` or a target YAML path")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="default: the ONNX's precision, else the target's")
-@click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION)")
+@click.option("--out", default=None, help="build directory (default beside the ONNX: build-TARGET-PRECISION, "
+              "with --tune-db build-TARGET-PRECISION-tuned)")
 @click.option("--batch", default=None, help="fixed batch of the artifact, or dynamic (default: --input-shape's, "
               "else 1)")
 @click.option("--tune-db", default=None, metavar="DIR", help="apply this edgecnn tune database (TVM targets)")
@@ -26,9 +27,14 @@ def compile_cmd(onnx_path, *, target, precision, out, batch, tune_db, **facts):
     from edgecnn import compiler
 
     opts = {"tune_db": tune_db} if tune_db else {}
-    path = compiler.compile_model(onnx_path, target, precision, out, batch=batch_of(batch, facts.get("input_shape")),
-                                  given=given(facts), **opts)
+    said = given(facts)
+    path = compiler.compile_model(onnx_path, target, precision, out, batch=batch_of(batch, said.get("input_shape")),
+                                  given=said, **opts)
     console.print(f"built {path}")
+    recorded = compiler.record_given(onnx_path, said)
+    if recorded:
+        console.print(f"recorded {', '.join(k for k, v in said.items() if v is not None)} in {recorded}: quantize and "
+                      "compile read them there")
 
 
 def batch_of(batch: str | None, input_shape: str | None) -> int | None:

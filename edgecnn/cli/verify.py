@@ -9,7 +9,8 @@ from edgecnn.core.progress import console
 @click.argument("build_dir", metavar="BUILD_DIR", required=False)
 @click.option("--against", type=click.Choice(["torch", "onnxruntime", "fakequant"]), default=None,
               help="reference: torch (default), or fakequant (default for int8: the Q/DQ graph run op by op)")
-@click.option("--data", default="test", show_default=True, help="test | val | DATASET:SPLIT | random")
+@click.option("--data", default="test", show_default=True,
+              help="test | val | DATASET:SPLIT | random | imagefolder:DIR | idx:DIR | npz:FILE")
 @click.option("--limit", type=int, default=None, help="first N samples only")
 @click.option("--report", default=None, help="JSON report path (default BUILD_DIR/verify.json)")
 @click.option("--atol", type=float, default=None, help="max abs error allowed (default by precision)")
@@ -53,6 +54,8 @@ def print_report(report: dict) -> None:
     from edgecnn.verify import tables
 
     console.print(tables.parity_table(report))
-    for line in (verify.decisive_line(report), verify.fp32_line(report), *report.get("notes", [])):
+    recorded = report.get("recorded", "")
+    for line in (verify.decisive_line(report), verify.fp32_line(report), *report.get("notes", []),
+                 recorded if recorded.startswith("not") else None):
         if line:
             console.print(line, markup=False, highlight=False)

@@ -13,9 +13,9 @@ from edgecnn.core import manifest
 from edgecnn.core import onnx_utils
 from edgecnn.data import image_model
 from edgecnn.core.errors import EdgecnnError
-from edgecnn.core.fileio import atomic_dir, sha256
+from edgecnn.core.fileio import atomic_dir, atomic_file, sha256
 
-PATH_OPTIONS = ("tune_db",)  # options that name a file or folder: recorded as absolute paths
+PATH_OPTIONS = ("tune_db",)  # options that name a file or folder: recorded as manifest.recorded_path
 
 
 def with_batch(facts: dict, batch: int | None) -> tuple[dict, list[dict]]:
@@ -28,11 +28,12 @@ def with_batch(facts: dict, batch: int | None) -> tuple[dict, list[dict]]:
     return inp, outs
 
 
-def default_out(onnx_path: Path, target: str, precision: str) -> Path:
-    """RUN_DIR/model.onnx -> RUN_DIR/build-host-fp32; other.onnx -> other-build-host-fp32 beside it."""
+def default_out(onnx_path: Path, target: str, precision: str, *, tuned: bool = False) -> Path:
+    """RUN_DIR/model.onnx -> RUN_DIR/build-host-fp32; other.onnx -> other-build-host-fp32 beside it; a build
+    with a tuning database gets -tuned, so it never replaces the untuned build it is compared with."""
     stem = onnx_path.name.split(".")[0]
     prefix = "" if stem == "model" else f"{stem}-"
-    return onnx_path.parent / f"{prefix}build-{target}-{precision}"
+    return onnx_path.parent / f"{prefix}build-{target}-{precision}{'-tuned' if tuned else ''}"
 
 
 def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: str, *, batch: int | None = 1,
@@ -57,18 +58,19 @@ def build_into(out_dir: Path, onnx_path: Path, tgt: targets.Target, precision: s
     return manifest.write(out_dir, {
         "model": facts["model"], "recipe": meta.get("recipe"), "labels": facts["labels"], "input": inp,
         "outputs": outs, "data": meta.get("data"), "target": tgt.raw, "backend": tgt.backend, "precision": precision,
-        "artifact": artifact, "source": {**source(onnx_path, model, meta, changes=changes, data_files=data_files),
+        "artifact": artifact, "source": {**source(onnx_path, model, meta, out_dir, changes=changes, data_files=data_files),
                                          **({"onnx": None, "converted": converted} if converted else {})},
-        "quantization": meta.get("quantization"), "options": recorded_options(opts)},
+        "quantization": meta.get("quantization"), "options": recorded_options(opts, out_dir)},
         tools=backends.tool_versions())
 
 
-def recorded_options(opts: dict) -> dict:
-    """Compile options as the manifest keeps them for a replay (localisation): JSON values, paths absolute."""
+def recorded_options(opts: dict, build_dir: Path) -> dict:
+    """Compile options as the manifest keeps them for a replay (localisation): JSON values, paths as
+    manifest.recorded_path (build_dir: the build, or the temporary folder beside it that becomes it)."""
     out = {}
     for key, value in opts.items():
         if isinstance(value, Path) or key in PATH_OPTIONS and isinstance(value, str):
-            value = str(Path(value).resolve())
+            value = manifest.recorded_path(value, build_dir)
         elif value is not None and not isinstance(value, (str, int, float, bool)):
             value = str(value)
         if value is not None:
@@ -76,18 +78,64 @@ def recorded_options(opts: dict) -> dict:
     return out
 
 
-def source(onnx_path: Path, model, meta: dict, *, changes: list[str], data_files: list[str]) -> dict:
-    """Where the build came from: the ONNX (and its external data) with their sha256, the checkpoint."""
+def source(onnx_path: Path, model, meta: dict, build_dir: Path, *, changes: list[str], data_files: list[str]) -> dict:
+    """Where the build came from: the ONNX (and its external data) with their sha256, the checkpoint; paths
+    relative to the build where they live beside it (manifest.recorded_path)."""
     import onnx
 
+    def where(path):
+        return manifest.recorded_path(path, build_dir) if path else path
+
     external = onnx_utils.external_files(onnx.load(str(onnx_path), load_external_data=False))
-    return {"onnx": str(onnx_path.resolve()), "onnx_sha256": sha256(onnx_path),
+    ckpt = checkpoint_of(onnx_path, meta)
+    return {"onnx": where(onnx_path), "onnx_sha256": sha256(onnx_path),
             **({"external_data": {f: sha256(onnx_path.parent / f) for f in external}} if external else {}),
             "opset": onnx_utils.opset_of(model), "ir_version": model.ir_version, "prepared": changes,
             **({"prepared_data": data_files} if data_files else {}),
-            "checkpoint": meta.get("checkpoint"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
-            **({"fp32_onnx": meta["source"]["onnx"], "fp32_onnx_sha256": meta["source"]["onnx_sha256"]}
+            "checkpoint": where(ckpt), "checkpoint_sha256": meta.get("checkpoint_sha256"),
+            **({"fp32_onnx": where(fp32_onnx(onnx_path, meta["source"])),
+                "fp32_onnx_sha256": meta["source"]["onnx_sha256"]}
                if isinstance(meta.get("source"), dict) else {})}  # what a quantized ONNX from elsewhere came from
+
+
+def checkpoint_of(onnx_path: Path, meta: dict) -> str | None:
+    """The checkpoint the ONNX's metadata names; where the run folder was moved since export, the same
+    checkpoint (its sha256) beside the ONNX."""
+    return moved(onnx_path, meta.get("checkpoint"), meta.get("checkpoint_sha256"))
+
+
+def fp32_onnx(onnx_path: Path, src: dict) -> str | None:
+    """The fp32 ONNX a quantized ONNX from elsewhere came from (its metadata), found beside it when moved."""
+    return moved(onnx_path, src.get("onnx"), src.get("onnx_sha256"))
+
+
+def moved(onnx_path: Path, recorded: str | None, digest: str | None) -> str | None:
+    if not recorded or Path(recorded).is_file():
+        return recorded
+    beside = onnx_path.parent / Path(recorded).name
+    return str(beside) if beside.is_file() and sha256(beside) == digest else recorded
+
+
+def record_given(onnx_path: str | Path, given: dict | None) -> Path | None:
+    """What the user said about a model (--mean, --std, --labels ...) written to MODEL.yaml beside MODEL.onnx
+    (merged into one already there, the flags winning), so `quantize MODEL.onnx` and later compiles read the
+    same preprocessing and labels; returns the YAML when it changed."""
+    import yaml
+
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if not given:
+        return None
+    onnx_path = Path(onnx_path)
+    path = onnx_path.with_name(onnx_path.name.split(".onnx")[0] + ".yaml")
+    old = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    new = {**(old if isinstance(old, dict) else {}), **given}
+    if "labels" in given:
+        new["labels"] = image_model.read_labels(given["labels"])
+    if new == old:
+        return None
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(new, sort_keys=False))
+    return path
 
 
 def compile_model(onnx_path: str | Path, target: str, precision: str | None = None, out: str | Path | None = None,
@@ -112,7 +160,7 @@ def compile_model(onnx_path: str | Path, target: str, precision: str | None = No
     if batch is None and isinstance(fixed, int) and fixed > 0:
         raise EdgecnnError(f"--batch dynamic: {onnx_path.name} fixes its batch at {fixed} (input "
                            f"'{facts['input']['name']}' {facts['input']['shape']}): compile it with --batch {fixed}")
-    out = Path(out) if out else default_out(onnx_path, tgt.name, precision)
+    out = Path(out) if out else default_out(onnx_path, tgt.name, precision, tuned=bool(opts.get("tune_db")))
     with tempfile.TemporaryDirectory(prefix="edgecnn-form-") as work, atomic_dir(out) as tmp:
         path, model, converted = form_for_target(onnx_path, model, backend, precision=precision, work=Path(work))
         build_into(tmp, path, tgt, precision, batch=batch, facts=facts, model=model, converted=converted, **opts)

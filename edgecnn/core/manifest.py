@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -14,6 +15,22 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SCHEMA = {"precision": str, "backend": str, "target": dict, "artifact": dict, "input": dict, "outputs": list,
           "files": dict}
 NESTED = {("target", "name"): str, ("artifact", "file"): str, ("input", "shape"): list}
+
+
+def recorded_path(path: str | Path, build_dir: Path) -> str:
+    """A path as a manifest records it: relative to the build where it lives beside it (under the build's
+    parent, e.g. ../model.pt), so a run folder moved or copied keeps pointing at its own files; else absolute."""
+    path, build_dir = Path(path).resolve(), Path(build_dir).resolve()
+    if path.is_relative_to(build_dir.parent):
+        return os.path.relpath(path, build_dir)
+    return str(path)
+
+
+def source_path(build_dir: str | Path, value: str | None) -> Path | None:
+    """A path the manifest records (recorded_path), as a path from here."""
+    if not value:
+        return None
+    return Path(value) if Path(value).is_absolute() else Path(build_dir) / value
 
 
 def file_hashes(build_dir: Path) -> dict:

@@ -150,7 +150,9 @@ def preprocessing(meta: dict, given: dict, dtype: str, channels: int) -> dict:
     for key in ("mean", "std"):
         values = [float(v) for v in (out[key] if isinstance(out[key], (list, tuple)) else [out[key]])]
         if len(values) not in (1, channels) or (key == "std" and min(values) <= 0):
-            raise EdgecnnError(f"--{key} {values}: give 1 or {channels} values{' > 0' if key == 'std' else ''}")
+            how = "1 value" if channels == 1 else f"1 or {channels} values"
+            raise EdgecnnError(f"--{key} {values}: the model takes {channels}-channel images: give {how}"
+                               f"{' > 0' if key == 'std' else ''}")
         out[key] = values
     if not out["scale"] > 0:
         raise EdgecnnError(f"--scale {out['scale']}: must be > 0")

@@ -61,9 +61,9 @@ def pack(build_dir: str | Path, out: str | Path | None = None) -> Path:
     if missing:
         raise EdgecnnError(f"{build_dir}: artifact file {missing[0]} is not in manifest.json: recompile the build")
     hashes = {name: build_man["files"][name] for name in names}
-    text = readme({**build_man, "files": hashes}).encode()
-    man = bundle_manifest(build_man, {**hashes, "README.md": _sha256_bytes(text)})
     out = Path(out) if out else default_out(build_dir)
+    text = readme({**build_man, "files": hashes}, out.name).encode()
+    man = bundle_manifest(build_man, {**hashes, "README.md": _sha256_bytes(text)})
     with atomic_file(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
         _add_bytes(tar, "manifest.json", (json.dumps(man, indent=2) + "\n").encode())
         _add_bytes(tar, "README.md", text)
@@ -73,8 +73,9 @@ def pack(build_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def readme(man: dict) -> str:
-    """README.md for the app developer: input, preprocessing, outputs, labels, measurements, files."""
+def readme(man: dict, bundle_name: str = "model.edgecnn.tar.gz") -> str:
+    """README.md for the app developer: input, preprocessing, outputs, labels, measurements, files, and a
+    Python snippet that runs as written beside the bundle (tests/test_readme.py runs it)."""
     from edgecnn.data import preprocess
 
     inp = man["input"]
@@ -98,9 +99,10 @@ def readme(man: dict) -> str:
         lines.append(f"... {len(labels)} in all: manifest.json `labels`")
     lines += ["", "## Measured", "", *_measured(man), "", "## Files (sha256, also in manifest.json)", ""]
     lines += [f"    {digest}  {name}" for name, digest in man["files"].items()]
-    lines += ["", "## Use", "", "Python (numpy, Pillow and the backend's runtime; no torch):", "",
-              "    import edgecnn.deploy.runtime", "    model = edgecnn.runtime.load('this.edgecnn.tar.gz')",
-              "    print(model.predict('image.png')[0].top)", "",
+    lines += ["", "## Use", "", "Python (numpy, Pillow and the backend's runtime; no torch), beside this bundle "
+              "and an image `image.png`:", "", "```python", "import edgecnn.runtime", "",
+              f"model = edgecnn.runtime.load({bundle_name!r})", "best = model.predict('image.png')[0]  # top-5, best first",
+              "print(best.label, best.score)", "```", "",
               "Unpack with `edgecnn bundle --unpack BUNDLE -o DIR`: it refuses links and paths leaving DIR and "
               "checks every sha256. C++ applications: examples/cpp/ in the edgecnn repository.", ""]
     return "\n".join(lines)
@@ -111,7 +113,8 @@ def _measured(man: dict) -> list[str]:
     v = man.get("verify")
     if v:
         nan = float("nan")
-        out.append(f"- parity vs {v['against']} on {v['data']}: {'pass' if v['passed'] else 'FAIL'}, max abs error "
+        out.append(f"- parity vs {v['against']} on {v['data']}{' (partial)' if v.get('partial') else ''}: "
+                   f"{'pass' if v['passed'] else 'FAIL'}, max abs error "
                    f"{v.get('max_abs', nan):.3g}, top-1 agreement {v.get('top1_agreement', nan):.2f}%")
         if v.get("top1_candidate") is not None:
             out.append(f"- top-1 accuracy of this build: {v['top1_candidate']:.2f}% on {v['data']}")

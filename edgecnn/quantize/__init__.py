@@ -66,9 +66,11 @@ class Options:
             raise EdgecnnError("--epochs must be >= 1, --sensitivity and --max-drop >= 0")
 
 
-def outputs(method: str, stem: str = "model") -> dict[str, str]:
-    """The files a method writes: role -> file name (STEM.int8.onnx, STEM.quant.json ... for STEM.onnx)."""
-    report = "quant" if stem == "model" else f"{stem}.quant"
+def outputs(method: str, stem: str | None = None) -> dict[str, str]:
+    """The files a method writes: role -> file name (a RUN_DIR's model.int8.onnx, quant.json ...; STEM.int8.onnx,
+    STEM.quant.json ... for STEM.onnx)."""
+    report = f"{stem}.quant" if stem else "quant"
+    stem = stem or "model"
     if method == "fp16":
         return {"onnx": f"{stem}.fp16.onnx", "report": f"{report}.fp16.json"}
     return {"onnx": f"{stem}.int8.onnx", "report": f"{report}.json", "plot": f"{report}-sensitivity.png",
@@ -113,7 +115,7 @@ def quantize(run_dir: str | Path, out: str | Path | None = None, **options) -> d
 
 def _quantize(src: Path, out, opts: Options, world) -> dict:
     foreign = src.suffix == ".onnx"
-    names = outputs(opts.method, src.name.split(".")[0] if foreign else "model")
+    names = outputs(opts.method, src.name.split(".")[0] if foreign else None)
     out = Path(out) if out else (src.parent if foreign else src)
     with tempfile.TemporaryDirectory(prefix="edgecnn-quant-") as tmp:
         job = onnx_job(src, opts, Path(tmp)) if foreign else run_dir_job(src, opts, Path(tmp), world)
@@ -273,7 +275,7 @@ def choose_algo(job: Job, calib: data.Batch, holdout: data.Batch, *, scheme, ski
 
 def form_ranges(job: Job, calib: data.Batch, ranges: dict, algo: str) -> dict:
     """The activation ranges of every Q/DQ form, calibrated on the same images: compile re-quantizes from them
-    for a target whose int8 kernels want another form than the one written (quantize.forms.convert)."""
+    for a target whose int8 kernels want another form than the one written (qdq.forms.convert)."""
     from edgecnn.qdq import ptq
 
     found = {job.opts.form: ranges}

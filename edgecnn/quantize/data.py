@@ -66,7 +66,7 @@ def check_calibration(batch: Batch) -> Batch:
 def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarray:
     """Logits of an ONNX model on ONNX Runtime, in chunks (with a progress bar when `what` names it).
 
-    A Q/DQ model runs in its fast exact form (quantize.forms.evaluation_graph: weights dequantized once,
+    A Q/DQ model runs in its fast exact form (qdq.forms.evaluation_graph: weights dequantized once,
     ONNX Runtime's float optimisations, no int8 kernel): the predictions of the op-by-op fake-quant reference,
     several times faster, and the same on every CPU (no CPU-dependent int8 kernel runs)."""
     import contextlib

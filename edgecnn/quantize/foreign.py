@@ -27,6 +27,13 @@ def prepare_fp32(onnx_path: Path, dest: Path, *, opset: int, given: dict | None)
     if meta.get("precision", "fp32") != "fp32":
         raise EdgecnnError(f"{onnx_path.name} is already a {meta['precision']} model: quantize its fp32 source")
     facts = image_model.describe(model, onnx_path, given)
+    said = {k for k, v in (given or {}).items() if v is not None} | set(image_model.beside(onnx_path))
+    if not said & {"mean", "std", "scale", "labels"} and "mean" not in meta.get("input", {}):
+        from edgecnn.core.progress import console
+
+        console.print(f"warning: nothing gives {onnx_path.name}'s preprocessing or labels (no flags, no "
+                      f"{onnx_path.name.split('.onnx')[0]}.yaml beside it, no edgecnn metadata): calibrating on x = "
+                      "pixel / 255 with labels by index; give --mean, --std, --scale, --labels", markup=False)
     prepared, _ = image_model.prepare(model, facts["input"])
     prepared = onnx_utils.convert_opset(prepared, opset)
     spec = {"model": facts["model"], "input": facts["input"], "classes": facts["labels"]}

@@ -42,9 +42,9 @@ def load_inputs(man: dict, data: str = "test", limit: int | None = None, seed: i
         raise EdgecnnError(f"the model takes {height}x{width} images: edgecnn reads datasets as square images; "
                            "use --data random")
     ds, described = load_images(data, man.get("data"), size=height, channels=channels)
-    if limit:
+    if limit and limit < len(ds):
+        described = f"{described.rpartition(' x')[0]} x{limit} (the first {limit} of {len(ds)})"
         ds = ds.subset(slice(0, limit))
-        described = f"{described.rpartition(' x')[0]} x{len(ds)}"
     labels, how = relabel(ds, man.get("labels"))
     if labels is not None and how != "labels by class index":
         described += f" ({how})"
@@ -60,8 +60,8 @@ def class_outputs(man: dict, outputs: dict) -> dict:
 def fp32_model(build_dir: Path, man: dict):
     """(the runner of the fp32 model an int8 build came from, what it is): the checkpoint by PyTorch, or for a
     model from elsewhere its fp32 ONNX by ONNX Runtime."""
-    fp32 = man.get("source", {}).get("fp32_onnx")
-    if not man.get("source", {}).get("checkpoint") and fp32 and Path(fp32).is_file():
+    fp32 = manifest_mod.source_path(build_dir, man.get("source", {}).get("fp32_onnx"))
+    if not man.get("source", {}).get("checkpoint") and fp32 and fp32.is_file():
         from edgecnn.backends.onnxruntime import OrtRunner
 
         return OrtRunner(fp32), "onnxruntime (fp32 ONNX)"
@@ -172,11 +172,35 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
 
         sample = failing_sample(outputs[next(iter(report["failures"]))])
         report["localization"] = find_divergence(build_dir, man, against, x[sample:][:1], tol=tol, board=board)
-    write_json(Path(report_path) if report_path else build_dir / "verify.json", report)
-    manifest_mod.update(build_dir, verify=summary(report))
+    record(build_dir, man, report, data=data, report_path=report_path, tol_overrides=tol_overrides)
     if not report["passed"]:
         raise ParityError(failure_message(report), report)
     return report
+
+
+def record(build_dir: Path, man: dict, report: dict, *, data: str, report_path, tol_overrides: dict) -> None:
+    """Write the report; its summary goes into the manifest (what bundles and budgets carry) for a run of the
+    recorded data with the default tolerances and report; a partial run (--limit, random inputs) only where no
+    full run is recorded, marked partial. report["recorded"] says what happened."""
+    overridden = [k for k, v in tol_overrides.items() if v is not None]
+    partial = "random inputs" if data == "random" else report["data"] if " (the first " in report["data"] else None
+    previous = man.get("verify") or {}
+    if report_path:
+        report["recorded"] = "not in manifest.json: --report writes the report elsewhere"
+        write_json(Path(report_path), report)
+        return
+    if overridden:
+        report["recorded"] = (f"not in manifest.json: tolerances overridden ({', '.join(overridden)}); "
+                              "the manifest keeps the default tolerances' result")
+    elif partial and previous and not previous.get("partial"):
+        report["recorded"] = f"not in manifest.json: a partial run ({partial}) never replaces the full one recorded"
+    else:
+        report["recorded"] = "manifest.json" + (f" (marked partial: {partial})" if partial else "")
+    write_json(build_dir / "verify.json", report)  # the last run's details; the file hashes follow it
+    if report["recorded"].startswith("not"):
+        manifest_mod.update(build_dir)
+    else:
+        manifest_mod.update(build_dir, verify={**summary(report), **({"partial": partial} if partial else {})})
 
 
 def failing_sample(m: dict) -> int:

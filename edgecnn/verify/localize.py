@@ -17,7 +17,7 @@ import numpy as np
 from edgecnn import backends, compiler
 from edgecnn.backends import reference
 from edgecnn.compiler import targets
-from edgecnn.core import tolerance
+from edgecnn.core import manifest, tolerance
 
 
 def constant_tensors(graph) -> set[str]:
@@ -60,15 +60,17 @@ def _reference_graph(man: dict, ref: reference.Reference, tmp: Path):
     return onnx.load(str(ref.onnx))
 
 
-def replay_options(man: dict) -> dict:
+def replay_options(man: dict, build_dir: Path) -> dict:
     """The compile options the manifest recorded, as build_into takes them again."""
     opts = dict(man.get("options") or {})
     if opts.get("tune_db"):  # the database was checked against the source model, not the marked copy
-        opts["db_model"] = man.get("source", {}).get("onnx")
+        opts["tune_db"] = str(manifest.source_path(build_dir, opts["tune_db"]))
+        opts["db_model"] = str(manifest.source_path(build_dir, man.get("source", {}).get("onnx")))
     return opts
 
 
-def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, *, board: dict | None = None) -> tuple[dict, dict]:
+def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, *, build_dir: Path,
+                   board: dict | None = None) -> tuple[dict, dict]:
     """The marked graph built as the build was (target, options, batch from the manifest) and run where the
     build ran: here or on the board."""
     import onnx
@@ -78,11 +80,13 @@ def _run_candidate(man: dict, marked, x: np.ndarray, tmp: Path, *, board: dict |
     out_dir = tmp / "candidate"
     out_dir.mkdir()
     batch = man["input"]["shape"][0]
+    opts = replay_options(man, build_dir)
     built = compiler.build_into(out_dir, path, targets.from_manifest(man), man["precision"],
-                                batch=batch if isinstance(batch, int) else None, **replay_options(man))
+                                batch=batch if isinstance(batch, int) else None, **opts)
     with backends.load_runner(out_dir, built, board) as runner:
         outputs = runner.run(x)
-    replay = {"target": built["target"]["name"], "options": man.get("options") or {}, "batch": built["input"]["shape"][0]}
+    replay = {"target": built["target"]["name"], "options": {k: v for k, v in opts.items() if k != "db_model"},
+              "batch": built["input"]["shape"][0]}
     if built["artifact"].get("tuning"):
         scheduled = built["artifact"].get("schedules", {})
         replay["tuning"] = {"db": built["artifact"]["tuning"]["db"], "kernels": scheduled.get("kernels"),
@@ -129,7 +133,7 @@ def localize(build_dir: str | Path, man: dict, against: str, x: np.ndarray, *, t
         with reference.load_graph(ref, tmp / "reference-marked.onnx") as runner:
             want = runner.run(x)
         noise = tensor_noise(ref, tmp / "reference-marked.onnx", x, want)
-        got, replay = _run_candidate(man, cand_graph, x, tmp, board=board)
+        got, replay = _run_candidate(man, cand_graph, x, tmp, build_dir=build_dir, board=board)
     replay["reference"] = {"against": against, "onnx": str(ref.onnx or "a fresh export of the checkpoint"),
                            "level": ref.level}
     checked = 0

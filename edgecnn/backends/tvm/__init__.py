@@ -33,6 +33,8 @@ class TvmBackend(Backend):
     def compile(self, onnx_path, target, precision, out_dir, *, batch: int | None = 1, tune_db=None, db_model=None,
                 **opts) -> dict:
         """db_model: the ONNX tune_db was tuned for, when onnx_path is a copy derived from it (localisation)."""
+        if batch is None:
+            raise EdgecnnError(DYNAMIC_BATCH)
         options = target.options or {}
         cross = options.get("cross_compiler")
         build.check_cross_compiler(cross, target.name)
@@ -82,6 +84,14 @@ class TvmBackend(Backend):
         from edgecnn.backends.tvm import rpc
 
         return rpc.count_boards(address, key, timeout)
+
+
+# edgecnn's schedule rules need static shapes: a dynamic batch leaves every kernel as TVM's plain loops
+# (measured with `edgecnn bench --batch 1,8 --compare onnxruntime` on LeNet-5, 2 threads, on a loaded Xeon)
+DYNAMIC_BATCH = ("--batch dynamic: TVM builds need a fixed batch (edgecnn's schedules take static shapes; a "
+                 "dynamic-batch TVM build runs unscheduled, measured on LeNet-5 at 8x ONNX Runtime's p50 at batch 1 "
+                 "and 15x at batch 8): compile one build per batch (--batch 8), or --target onnxruntime-cpu for a "
+                 "dynamic batch")
 
 
 def schedule_summary(kernels: list[dict], params: dict) -> dict:

@@ -42,7 +42,7 @@ def probe_tracker(host: str, port: int, timeout: float) -> None:
     """Fail within `timeout` seconds unless an RPC tracker answers at host:port (TVM itself retries for 60 s)."""
     from tvm.rpc import base
 
-    start = f"python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {port}"
+    start = f"python -m edgecnn.rpc_tracker --host 0.0.0.0 --port {port}"
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
@@ -78,7 +78,7 @@ def count_boards(address: str, key: str, timeout: float = 10.0) -> dict:
         keys = {info["key"].partition(":")[2] for info in summary["server_info"] if ":" in info.get("key", "")}
         known = suggest(key, keys) if keys else "; no board is registered"
         raise EdgecnnError(f"no board with key '{key}' is registered with the tracker {host}:{port}{known}; on "
-                           f"the board run: python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}")
+                           f"the board run: python -m edgecnn.rpc_server --tracker {host}:{port} --key {key}")
     return {"registered": len(registered), "free": summary["queue_info"].get(key, {}).get("free", 0)}
 
 

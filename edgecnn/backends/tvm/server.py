@@ -12,6 +12,8 @@ own clocks, temperatures, throttling and power (edgecnn.device.conditions.Probe)
 import argparse
 import json
 import logging
+import signal
+import sys
 
 from edgecnn.device import conditions
 
@@ -70,4 +72,41 @@ def main(argv=None) -> None:
                             server_init_callback=register)
     print(f"edgecnn rpc_server on port {server.port}{f' as {args.key!r} with {args.tracker}' if tracker else ''}: "
           f"serving {FUNCTION} (device state and power) beside TVM's RPC", flush=True)
-    server.proc.join()
+    serve_until_stopped(server)
+
+
+def serve_until_stopped(server) -> None:
+    """Wait on TVM's server (or tracker) worker; SIGTERM, SIGHUP or Ctrl-C stop the worker with this process
+    (TVM's own `python -m tvm.exec.*` mains leave their popen_worker child running on SIGTERM)."""
+    def stop(signum, _frame):
+        server.terminate()
+        sys.exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    try:
+        server.proc.join()
+    finally:
+        server.terminate()
+
+
+def tracker_main(argv=None) -> None:
+    """python -m edgecnn.rpc_tracker: TVM's RPC tracker (same options as python -m tvm.exec.rpc_tracker) that
+    stops its worker when stopped."""
+    from edgecnn.backends.tvm.build import require_tvm
+
+    p = argparse.ArgumentParser(prog="python -m edgecnn.rpc_tracker",
+                                description="TVM's RPC tracker (the device farm's meeting point); SIGTERM stops it "
+                                            "and its worker")
+    p.add_argument("--host", default="0.0.0.0", help="the address to bind to")
+    p.add_argument("--port", type=int, default=9190, help="the first port to try")
+    p.add_argument("--port-end", type=int, default=9199, help="the end of the port range")
+    p.add_argument("--silent", action="store_true", help="log errors only")
+    args = p.parse_args(argv)
+    tvm = require_tvm()
+    logging.basicConfig(level=logging.ERROR if args.silent else logging.INFO)
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker(args.host, port=args.port, port_end=args.port_end, silent=args.silent)
+    print(f"edgecnn rpc_tracker on {args.host}:{tracker.port} (TVM {tvm.__version__})", flush=True)
+    serve_until_stopped(tracker)
