@@ -4,10 +4,9 @@ package data (edgecnn/targets/*.yaml); a user's own come by path or from a folde
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from edgecnn.core import catalog
 from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.fileio import read_document
 from edgecnn.core.manifest import PRECISIONS
 
 REQUIRED = ("name", "backend", "precision", "precisions")
@@ -65,12 +64,7 @@ def load(name: str, _seen: tuple = ()) -> Target:
     """A target by name (`edgecnn targets` lists them) or by path to a YAML file; an alias loads the target it
     names."""
     path = Path(name) if catalog.is_path(name) else catalog.find("targets", name)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise EdgecnnError(f"target file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise EdgecnnError(f"{path}: bad YAML: {getattr(e, 'problem', e)}") from None
+    raw = read_document(path, missing=f"target file not found: {path}")
     if isinstance(raw, dict) and "alias" in raw:
         return load_alias(raw, path, _seen)
     return parse(raw, str(path))

@@ -1,4 +1,5 @@
-"""Atomic writes and checksums: no half-written artifact survives a failure."""
+"""Atomic writes and checksums (no half-written artifact survives a failure), and reading the YAML and JSON
+documents edgecnn writes and takes (one error line for a missing or broken one)."""
 
 import contextlib
 import hashlib
@@ -7,6 +8,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from edgecnn.core.errors import EdgecnnError
 
 
 def _umask() -> int:
@@ -59,3 +62,23 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_document(path: str | Path, *, missing: str, fix: str = ""):
+    """The content of a YAML (.yaml, .yml) or JSON file; one EdgecnnError line when it is missing (`missing`)
+    or does not parse (where and why, then `fix`)."""
+    import yaml
+
+    path, tail = Path(path), f": {fix}" if fix else ""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise EdgecnnError(missing) from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise EdgecnnError(f"{path} is corrupt ({e.msg} at line {e.lineno}){tail}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EdgecnnError(f"{path}: bad YAML{where}: {getattr(e, 'problem', e)}{tail}") from None

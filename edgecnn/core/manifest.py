@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 
 from edgecnn.core.errors import EdgecnnError
-from edgecnn.core.fileio import sha256, write_json
+from edgecnn.core.fileio import read_document, sha256, write_json
 
 FORMAT, VERSION = "edgecnn.build", 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -63,12 +63,8 @@ def read(build_dir: str | Path, check_files: bool = True) -> dict:
     """Load and validate a manifest; with check_files, every listed file's sha256 must match."""
     build_dir = Path(build_dir)
     path = build_dir / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgecnnError(f"{build_dir} is not a build directory (no manifest.json): run edgecnn compile") from None
-    except json.JSONDecodeError as e:
-        raise EdgecnnError(f"{path} is corrupt ({e.msg} at line {e.lineno}): recompile") from None
+    manifest = read_document(path, fix="recompile",
+                             missing=f"{build_dir} is not a build directory (no manifest.json): run edgecnn compile")
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise EdgecnnError(f"{path}: unsupported manifest {manifest.get('format')} v{manifest.get('version')} "
                            f"(this edgecnn reads {FORMAT} v{VERSION})")

@@ -10,6 +10,7 @@ import yaml
 
 from edgecnn.core import catalog
 from edgecnn.core.errors import EdgecnnError, suggest
+from edgecnn.core.fileio import read_document
 from edgecnn.data import DataCfg
 
 
@@ -145,14 +146,7 @@ def load(name: str | Path) -> Recipe:
     """Read and validate a recipe, by name (`edgecnn recipes` lists them) or path; every problem is one
     EdgecnnError line."""
     path = Path(name) if isinstance(name, Path) or catalog.is_path(name) else catalog.find("recipes", name)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise EdgecnnError(f"recipe not found: {path}{shipped_hint(path)}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise EdgecnnError(f"{path}: bad YAML{where}: {getattr(e, 'problem', e)}") from None
+    raw = read_document(path, missing=f"recipe not found: {path}{shipped_hint(path)}")
     return parse(raw, str(path))
 
 
