@@ -144,6 +144,9 @@ def pack_dot_weight(w: np.ndarray, lanes: int, lanes_inner: bool = False) -> np.
     return np.ascontiguousarray(w.reshape(kh, kw, icp // 4, 4, ocp // lanes, lanes).transpose(*order))
 
 
+MIN_DOT_IC = 4  # fewer input channels: the int8 rewrite leaves such a conv (a stem) float (int8.py)
+
+
 def legalize_int8_conv2d(bb, call, path):
     """int8 x int8 -> int32 conv2d: groups 1 in the dot-product shape of `path` (cpu.Int8Path), grouped
     and depthwise ones as the float lowering with widening multiplies."""
@@ -152,7 +155,8 @@ def legalize_int8_conv2d(bb, call, path):
 
     a, weight = call.attrs, call.args[1]
     conv = dict(strides=_ints(a.strides), padding=_ints(a.padding), dilation=_ints(a.dilation))
-    if int(a.groups) != 1 or not isinstance(weight, Constant) or path is None:
+    ic = int(weight.ty.shape[2])
+    if int(a.groups) != 1 or not isinstance(weight, Constant) or path is None or ic < MIN_DOT_IC:
         return bb.call_te(conv2d_nhwc, call.args[0], weight, groups=int(a.groups), **conv,
                           primfunc_name_hint="conv2d_int8")
     w = weight.value.numpy()
