@@ -11,7 +11,8 @@ fake-quant build beside it). All subjects run interleaved in a new random order 
 2 threads each; the medians over rounds and the per-round ratios are reported, with the CPU, its LLVM name
 and the int8 instruction path of the TVM build. Agreement: the TVM int8 build against ONNX Runtime running
 the same symmetric Q/DQ graph on 8 random inputs (top-1 and the largest logit difference).
-Writes benchmarks/results/int8.json and int8.png; models and builds stay under .cache/int8/.
+Writes benchmarks/results/int8.json and int8.png; models and builds stay under .cache/int8/ and are reused
+(delete .cache/int8/*/build-* after changing the compiler).
 """
 
 import argparse
