@@ -129,20 +129,50 @@ def test_mobilenet_aarch64_under_qemu_matches_pytorch(arm_app, mobilenet_run, tm
           f"{metrics['top1_agreement']:.1f}%, max abs {metrics['max_abs']:.3g}, min cosine {metrics['min_cosine']:.9f}")
 
 
-def test_int8_conv_aarch64_under_qemu_matches_the_qdq_graph(arm_app, lenet_run, tmp_path):
-    """A Q/DQ LeNet-5 with the int8-conv rewrite (int8 x int8 -> int32 convs) cross-compiled for aarch64:
-    under qemu it gives what the Q/DQ graph computes (ONNX Runtime op by op: no CPU-dependent int8 kernel)."""
+@pytest.fixture(scope="module")
+def lenet_qdq(lenet_run, tmp_path_factory):
+    from edgecnn.quantize import quantize
+
+    return quantize(lenet_run, tmp_path_factory.mktemp("lenet-q") / "q", calib=48, sensitivity=0)["files"]["onnx"]
+
+
+# the instruction each target's int8 convs are built with (cpu.int8_path): sdot where +dotprod, else NEON's
+# widening multiply and pairwise add
+INT8_INSTRUCTIONS = {"rpi5": "sdot", "jetson-cpu": "sdot", "rpi4": "smull"}
+
+
+@pytest.mark.parametrize("name", list(INT8_INSTRUCTIONS))
+def test_int8_arm_builds_use_the_targets_dot_product(name, lenet_qdq, tmp_path):
+    """An int8 LeNet-5 build (int8 convs by default) disassembled with the cross binutils."""
+    import subprocess
+
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if not objdump:
+        missing("aarch64-linux-gnu-objdump", "apt-get install binutils-aarch64-linux-gnu (make test-tools)")
+    build = compile_arm(lenet_qdq, name, tmp_path / name)
+    asm = subprocess.run([objdump, "-d", str(build / "model.so")], capture_output=True, text=True, check=True).stdout
+    counts = {i: asm.count(f"\t{i}\t") for i in ("sdot", "smull", "saddlp")}
+    want = INT8_INSTRUCTIONS[name]
+    assert counts[want] >= 16, counts
+    assert (counts["sdot"] == 0) == (want != "sdot"), counts
+    assert manifest.read(build)["artifact"]["schedules"]["rules"].get("conv2d_nhwc_dot", 0) >= 1
+
+
+@pytest.mark.parametrize("name", ["aarch64", "rpi5"])
+def test_int8_conv_aarch64_under_qemu_matches_the_qdq_graph(name, arm_app, lenet_qdq, tmp_path):
+    """A Q/DQ LeNet-5 with the int8-conv rewrite (int8 x int8 -> int32 convs; sdot on rpi5) cross-compiled
+    for aarch64: under qemu it gives what the Q/DQ graph computes (ONNX Runtime op by op: no CPU-dependent
+    int8 kernel)."""
     import yaml
 
     from edgecnn.backends.onnxruntime import OrtRunner
     from edgecnn.backends.reference import FAKEQUANT_LEVEL
-    from edgecnn.quantize import quantize
 
     app, emulator = arm_app
-    qdq = quantize(lenet_run, tmp_path / "q", calib=48, sensitivity=0)["files"]["onnx"]
-    raw = targets.load("aarch64").raw
-    target = tmp_path / "aarch64-int8.yaml"
-    target.write_text(yaml.safe_dump({**raw, "name": "aarch64-int8", "options": {**raw["options"], "int8_conv": True}}))
+    qdq = lenet_qdq
+    raw = targets.load(name).raw
+    target = tmp_path / f"{name}-int8.yaml"
+    target.write_text(yaml.safe_dump({**raw, "name": f"{name}-int8", "options": {**raw["options"], "int8_conv": True}}))
     build = compile_arm(qdq, str(target), tmp_path / "b", batch=8)
     x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
     x.tofile(tmp_path / "input.f32")

@@ -70,10 +70,10 @@ def lower(mod, spec: dict):
     from tvm import relax
 
     from edgecnn.backends.tvm import legalize
-    from edgecnn.backends.tvm.cpu import cpu_info
+    from edgecnn.backends.tvm.cpu import cpu_info, int8_path
 
     seq = tvm.transform.Sequential([
-        relax.transform.LegalizeOps(legalize.legalize_map(cpu_info(spec).lanes)),
+        relax.transform.LegalizeOps(legalize.legalize_map(cpu_info(spec).lanes, int8_path(spec))),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

@@ -34,3 +34,44 @@ def _has(fn, feature, target) -> bool:
         return bool(fn(feature, target))
     except Exception:  # an unknown feature name for this architecture
         return False
+
+
+@dataclass(frozen=True)
+class Int8Path:
+    """How an int8 conv computes its int32 dot products on a target: `lanes` output channels per
+    instruction (weights packed [OC / lanes, KH, KW, IC / 4, lanes, 4]), `shift`: activations + 128 as
+    uint8 (x86 VNNI multiplies u8 by s8; a per-channel constant removes the shift), `intrin`: the tensor
+    intrinsic (None: LLVM's widening vector code, exact in int32)."""
+
+    name: str
+    lanes: int
+    shift: bool
+    intrin: str | None
+
+
+# The AVX-512 VPMADDUBSW path (TVM's dot_16x4_avx512) is not used: its int16 pair sums saturate for
+# u8 x s8 (255 x 127 x 2 > 32767), so it is not exact on full-range weights; without VNNI the widening
+# path (products and sums in int32) runs instead.
+INT8_PATHS = {
+    "avx512_vnni": Int8Path("avx512_vnni", 16, True, "edgecnn_dot_16x4_vnni"),
+    "avx_vnni": Int8Path("avx_vnni", 8, True, "edgecnn_dot_8x4_avxvnni"),
+    "sdot": Int8Path("sdot", 4, False, "dot_4x4_i8i8s32_sdot"),
+    "neon": Int8Path("neon", 4, False, "dot_4x4_i8i8s32_neon"),
+    "avx512": Int8Path("avx512", 16, False, None),
+    "avx2": Int8Path("avx2", 8, False, None),
+    "generic": Int8Path("generic", 4, False, None),
+}
+
+
+def int8_path(target) -> Int8Path:
+    """The int8 dot-product instructions of `target`, from its LLVM features (as for fp32 lanes)."""
+    import tvm
+    from tvm.target.codegen import target_has_features
+
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    with target:
+        for feature, name in (("avx512vnni", "avx512_vnni"), ("avxvnni", "avx_vnni"), ("dotprod", "sdot")):
+            if _has(target_has_features, feature, target):
+                return INT8_PATHS[name]
+    arch = cpu_info(target).arch
+    return INT8_PATHS[arch if arch in INT8_PATHS else "generic"]

@@ -8,6 +8,7 @@ import numpy as np
 
 KIND = "edgecnn.kind"
 GROUP_OC = "edgecnn.group_oc"  # output channels per group: a vector must not straddle two groups
+DOT_INTRIN = "edgecnn.dot_intrin"  # the tensor intrinsic an int8 conv's rule tensorizes with ("" none)
 
 
 def _ints(xs):
@@ -21,6 +22,13 @@ def _pad(data, pads):
     if not any(pads):
         return data
     return topi.nn.pad(data, [0, pt, pl, 0], [0, pb, pr, 0], name="pad")
+
+
+def _mul(a, b):
+    """a * b, int8 operands widened to int32 (the accumulator's type: exact)."""
+    if a.dtype in ("int8", "uint8"):
+        return a.astype("int32") * b.astype("int32")
+    return a * b
 
 
 def conv2d_nhwc(data, weight, *, strides, padding, dilation, groups, oc_out=None):
@@ -40,7 +48,7 @@ def conv2d_nhwc(data, weight, *, strides, padding, dilation, groups, oc_out=None
     if groups == c and icg == 1 and oc == c:
         return te.compute(
             (n, oh, ow, oc),
-            lambda b, y, x, o: te.sum(x_[b, y * sh + kh * dh, x * sw + kw * dw, o] * weight[kh, kw, 0, o],
+            lambda b, y, x, o: te.sum(_mul(x_[b, y * sh + kh * dh, x * sw + kw * dw, o], weight[kh, kw, 0, o]),
                                       axis=[kh, kw]),
             name="dwconv", attrs={KIND: "depthwise_nhwc"})
     rc = te.reduce_axis((0, icg), "rc")
@@ -57,7 +65,7 @@ def conv2d_nhwc(data, weight, *, strides, padding, dilation, groups, oc_out=None
 
     out = te.compute(
         (n, oh, ow, oc),
-        lambda b, y, x, o: te.sum(x_[b, y * sh + kh * dh, x * sw + kw * dw, chan(o)] * w(o), axis=[kh, kw, rc]),
+        lambda b, y, x, o: te.sum(_mul(x_[b, y * sh + kh * dh, x * sw + kw * dw, chan(o)], w(o)), axis=[kh, kw, rc]),
         name="conv", attrs={KIND: "conv2d_nhwc", GROUP_OC: ocg})
     if oc_out is None or oc_out == oc:
         return out
@@ -88,7 +96,77 @@ def padded_oc(oc: int, lanes: int) -> int:
     return p
 
 
-def legalize_conv2d(bb, call, lanes: int = 0):
+def conv2d_nhwc_dot(data, weight, comp, *, strides, padding, dilation, oc_out, shift, intrin):
+    """The int8 conv (groups 1) in a dot-product instruction's shape: weights packed
+    [OC / L, KH, KW, ICp / 4, L, 4], the input copied once with its padding and its channels padded to
+    ICp (a multiple of 4), + 128 as uint8 when `shift` (then `comp` = 128 x each channel's weight sum is
+    subtracted), so that every (L output channels x 4 input channels) step is one instruction."""
+    from tvm import te, tirx
+
+    n, h, w, c = _ints(data.shape)
+    ocb, kh_, kw_, icq = _ints(weight.shape)[:4]
+    lanes = _ints(weight.shape)[4 if intrin else 5]
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, padding, dilation
+    oh = (h + pt + pb - (kh_ - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw_ - 1) * dw - 1) // sw + 1
+
+    def padded(b, y, x, ch):
+        inside = tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl, ch < c)
+        v = tirx.if_then_else(inside, data[b, y - pt, x - pl, tirx.min(ch, c - 1)], tirx.const(0, "int8"))
+        return (v.astype("int32") + 128).astype("uint8") if shift else v
+
+    def w_(o, kh, kw, rco, rci):  # [.., L, 4] for an instruction, [.., 4, L] for LLVM's vectors
+        if intrin:
+            return weight[o // lanes, kh, kw, rco, o % lanes, rci]
+        return weight[o // lanes, kh, kw, rco, rci, o % lanes]
+
+    x_ = te.compute((n, h + pt + pb, w + pl + pr, icq * 4), padded, name="pad_dot")
+    kh = te.reduce_axis((0, kh_), "kh")
+    kw = te.reduce_axis((0, kw_), "kw")
+    rco = te.reduce_axis((0, icq), "rco")
+    rci = te.reduce_axis((0, 4), "rci")
+    acc = te.compute(
+        (n, oh, ow, ocb * lanes),
+        lambda b, y, x, o: te.sum(_mul(x_[b, y * sh + kh * dh, x * sw + kw * dw, rco * 4 + rci],
+                                       w_(o, kh, kw, rco, rci)), axis=[kh, kw, rco, rci]),
+        name="conv", attrs={KIND: "conv2d_nhwc_dot", DOT_INTRIN: intrin or ""})
+    if shift:
+        return te.compute((n, oh, ow, oc_out), lambda b, y, x, o: acc[b, y, x, o] - comp[o], name="unshift")
+    return te.compute((n, oh, ow, oc_out), lambda b, y, x, o: acc[b, y, x, o], name="oc_slice")
+
+
+def pack_dot_weight(w: np.ndarray, lanes: int, lanes_inner: bool = False) -> np.ndarray:
+    """HWIO int8 -> [OC / lanes, KH, KW, ICp / 4, lanes, 4] (or [.., 4, lanes]), zero-padded to whole blocks."""
+    kh, kw, ic, oc = w.shape
+    icp, ocp = -(-ic // 4) * 4, -(-oc // lanes) * lanes
+    w = np.pad(w, [(0, 0), (0, 0), (0, icp - ic), (0, ocp - oc)])
+    order = (4, 0, 1, 2, 3, 5) if lanes_inner else (4, 0, 1, 2, 5, 3)
+    return np.ascontiguousarray(w.reshape(kh, kw, icp // 4, 4, ocp // lanes, lanes).transpose(*order))
+
+
+MIN_DOT_IC = 4  # fewer input channels: the int8 rewrite leaves such a conv (a stem) float (int8.py)
+
+
+def legalize_int8_conv2d(bb, call, path):
+    """int8 x int8 -> int32 conv2d: groups 1 in the dot-product shape of `path` (cpu.Int8Path), grouped
+    and depthwise ones as the float lowering with widening multiplies."""
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    a, weight = call.attrs, call.args[1]
+    conv = dict(strides=_ints(a.strides), padding=_ints(a.padding), dilation=_ints(a.dilation))
+    ic = int(weight.ty.shape[2])
+    if int(a.groups) != 1 or not isinstance(weight, Constant) or path is None or ic < MIN_DOT_IC:
+        return bb.call_te(conv2d_nhwc, call.args[0], weight, groups=int(a.groups), **conv,
+                          primfunc_name_hint="conv2d_int8")
+    w = weight.value.numpy()
+    comp = (128 * w.astype(np.int32).sum(axis=(0, 1, 2))).astype(np.int32)
+    return bb.call_te(conv2d_nhwc_dot, call.args[0], relax.const(pack_dot_weight(w, path.lanes, not path.intrin)),
+                      relax.const(comp), **conv, oc_out=int(w.shape[3]), shift=path.shift, intrin=path.intrin,
+                      primfunc_name_hint="conv2d_int8")
+
+
+def legalize_conv2d(bb, call, lanes: int = 0, int8=None):
     import tvm
     from tvm import relax
     from tvm.ir.expr import Constant
@@ -97,6 +175,9 @@ def legalize_conv2d(bb, call, lanes: int = 0):
     a = call.attrs
     dtype = str(a.out_dtype) if a.out_dtype is not None else ""
     static = all(isinstance(d, tvm.tirx.IntImm) for arg in call.args for d in arg.ty.shape)
+    nhwc = (a.data_layout, a.kernel_layout, a.out_layout) == ("NHWC", "HWIO", "NHWC")
+    if nhwc and static and dtype == "int32" and all(str(x.ty.dtype) == "int8" for x in call.args):
+        return legalize_int8_conv2d(bb, call, int8)
     if (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC") or dtype not in ("", "float32") \
             or not static:  # TVM's own lowering (plain loops the fallback rule schedules)
         return _nn_conv2d(bb, call)
@@ -111,9 +192,9 @@ def legalize_conv2d(bb, call, lanes: int = 0):
                       oc_out=oc, primfunc_name_hint="conv2d")
 
 
-def legalize_map(lanes: int = 0) -> dict:
+def legalize_map(lanes: int = 0, int8=None) -> dict:
     """Our lowerings; `lanes` (float32 lanes of the target's vectors) enables output-channel padding and
-    weight packing."""
-    return {"relax.nn.conv2d": lambda bb, call: legalize_conv2d(bb, call, lanes)}
+    weight packing, `int8` (cpu.Int8Path) the int8 convs' dot-product form."""
+    return {"relax.nn.conv2d": lambda bb, call: legalize_conv2d(bb, call, lanes, int8)}
 
 

@@ -11,7 +11,9 @@ moves only size-1 axes is a reshape, the classifier's flatten permute is folded 
 
 import numpy as np
 
-INT8_CONV_DEFAULT = False
+# Symmetric Q/DQ convs as real int8 convs (int8.py, legalize.conv2d_nhwc_dot, schedules/int8.py): measured
+# not slower than the float fake-quant build (benchmarks/int8.py; MobileNet v2 224 ~0.4x, LeNet-5 ~0.9x)
+INT8_CONV_DEFAULT = True
 
 
 def graph_options(target) -> dict:

@@ -13,9 +13,10 @@ from tvm import s_tir
 from edgecnn.backends.tvm.cpu import CpuInfo
 from edgecnn.backends.tvm.schedules.conv import Conv2D, Depthwise
 from edgecnn.backends.tvm.schedules.elementwise import Fallback, Injective
+from edgecnn.backends.tvm.schedules.int8 import DotConv2D
 from edgecnn.backends.tvm.schedules.reduce import InnerSpatialReduction
 
-RULES = [Conv2D(), Depthwise(), InnerSpatialReduction(), Injective(), Fallback()]
+RULES = [DotConv2D(), Conv2D(), Depthwise(), InnerSpatialReduction(), Injective(), Fallback()]
 
 
 def func_key(func) -> str:

@@ -1,0 +1,125 @@
+"""int8 convolution rule: int32 dot products in the instruction's shape (legalize.conv2d_nhwc_dot).
+
+Register tile: `xb` output pixels x `nvec` blocks of L output channels (L: the instruction's int32
+lanes); each step of the reduction (kh, kw, 4 input channels) is one dot-product instruction per
+accumulator (VNNI `vpdpbusd`, ARM `sdot`, NEON widening multiplies; `tensorize`), or LLVM's widening
+vector code where the target has none. The fused epilogue (shift compensation, rescale, bias,
+activation, the next layer's quantize) runs as the tile is written, so the output is int8.
+"""
+
+from tvm.script import tirx as T
+
+from edgecnn.backends.tvm.legalize import DOT_INTRIN
+from edgecnn.backends.tvm.schedules.common import (Rule, accumulate_in_registers, anchor_block, divisors,
+                                                   iter_extents, parallel_outer, place_pad, vectorize_tile,
+                                                   worth_parallel)
+from edgecnn.backends.tvm.schedules.conv import prepare
+
+
+def _dot_desc(lanes: int):
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vpdpbusd(lanes: int, byte_operands: bool):
+    """C[i] += sum_k A[k] (u8) x B[i, k] (s8) in one vpdpbusd: 512-bit (AVX512-VNNI) or 256-bit (the
+    same LLVM intrinsic is AVX-VNNI's VEX form where only avxvnni is on). LLVM 21+ takes the operands as
+    byte vectors (TVM 0.27's dot_16x4_vnni still passes <16 x i32> and fails LLVM's verifier)."""
+    ab, bb = (f"uint8x{4 * lanes}", f"int8x{4 * lanes}") if byte_operands else (f"int32x{lanes}", f"int32x{lanes}")
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=ab)
+            b = T.reinterpret(B.vload([0, 0], dtype=f"int8x{4 * lanes}"), dtype=bb)
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(name), C.vload([0], dtype=f"int32x{lanes}"), a, b,
+                dtype=f"int32x{lanes}")
+
+    return impl
+
+
+VNNI_INTRINSICS = {"edgecnn_dot_16x4_vnni": 16, "edgecnn_dot_8x4_avxvnni": 8}
+
+
+def register_intrinsics() -> None:
+    """TVM's ARM dot-product intrinsics, and x86 vpdpbusd ones for this LLVM (once)."""
+    from tvm import s_tir
+    from tvm.s_tir.tensor_intrin import arm_cpu  # noqa: F401 - registers them
+    from tvm.target.codegen import llvm_version_major
+
+    for name, lanes in VNNI_INTRINSICS.items():
+        try:
+            s_tir.TensorIntrin.get(name)
+        except Exception:  # not registered yet
+            s_tir.TensorIntrin.register(name, _dot_desc(lanes), _vpdpbusd(lanes, llvm_version_major() >= 21))
+
+
+class DotConv2D(Rule):
+    """int8 conv (groups 1) in the dot-product form; parallel over (channel block, row, pixel block)."""
+
+    name = "conv2d_nhwc_dot"
+    kind = "conv2d_nhwc_dot"
+
+    def match(self, sch, func):
+        conv = anchor_block(sch, self.kind)
+        if conv is None:
+            return None
+        n, oh, ow, oc, kh, kw, icq, _ = iter_extents(sch, conv)
+        blk = sch.get(conv)
+        lanes = int(blk.reads[-1].source.shape[-1 if not blk.annotations[DOT_INTRIN] else -2])
+        return {"n": n, "oh": oh, "ow": ow, "oc": oc, "lanes": lanes, "intrin": str(blk.annotations[DOT_INTRIN]),
+                "macs": n * oh * ow * oc * kh * kw * icq * 4}
+
+    def _tiles(self, ctx, cpu):
+        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + 2 spare registers."""
+        blocks = ctx["oc"] // ctx["lanes"]
+        return [(nv, xb) for nv in divisors(blocks) if nv <= 4 for xb in divisors(ctx["ow"])
+                if xb * nv + nv + 2 <= cpu.registers and xb <= 32]
+
+    def default(self, ctx, cpu):
+        cap = cpu.registers - 4
+        nvec, xb = max(self._tiles(ctx, cpu), key=lambda t: (min(t[0] * t[1], cap), t[0]))
+        # int8 dot products do ~4x the multiply-adds of fp32 FMAs per instruction
+        return {"nvec": nvec, "xb": xb, "parallel": worth_parallel(ctx["macs"], cpu, 4.0)}
+
+    def space(self, ctx, cpu):
+        return [{"nvec": nv, "xb": xb, "parallel": par} for nv, xb in self._tiles(ctx, cpu) if nv * xb >= 4
+                for par in ((False, True) if cpu.cores > 1 else (False,))]
+
+    def apply(self, sch, ctx, p, cpu):
+        register_intrinsics()
+        conv, pads, out = prepare(sch, self.kind)
+        n, y, x, o, kh, kw, rco, rci = sch.get_loops(conv)
+        xo, xi = sch.split(x, [None, p["xb"]])
+        oo, ov, oi = sch.split(o, [None, p["nvec"], ctx["lanes"]])
+        inner = [oi, rci] if ctx["intrin"] else [rci, oi]
+        sch.reorder(n, oo, y, xo, kh, kw, rco, xi, ov, *inner)
+        outer = parallel_outer(sch, [n, oo, y, xo], p["parallel"])
+        for lp in (xi, ov):
+            sch.unroll(lp)
+        if not ctx["intrin"]:  # vectorize while it is still a reduction block
+            sch.unroll(rci)
+            sch.vectorize(oi)
+        init = sch.decompose_reduction(conv, kh)
+        vectorize_tile(sch, init, 1, ctx["lanes"])
+        if ctx["intrin"]:  # before the accumulators become local: the intrinsic's buffers are global
+            sch.tensorize(oi, ctx["intrin"])
+        out = accumulate_in_registers(sch, init, out, outer)
+        vectorize_tile(sch, out, 1, cpu.lanes)
+        place_pad(sch, pads, outer, mode="full", cpu=cpu, parallel=p["parallel"])
