@@ -115,7 +115,8 @@ def conv2d_nhwc_dot(data, weight, comp, *, strides, padding, dilation, oc_out, s
         v = tirx.if_then_else(inside, data[b, y - pt, x - pl, tirx.min(ch, c - 1)], tirx.const(0, "int8"))
         return (v.astype("int32") + 128).astype("uint8") if shift else v
 
-    def w_(o, kh, kw, rco, rci):  # [.., L, 4] for an instruction, [.., 4, L] for LLVM's vectors
+    def w_(o, kh, kw, rc):  # rc = (group of 4 input channels, one of them); [.., L, 4] for an instruction,
+        rco, rci = rc       # [.., 4, L] for LLVM's vectors
         if intrin:
             return weight[o // lanes, kh, kw, rco, o % lanes, rci]
         return weight[o // lanes, kh, kw, rco, rci, o % lanes]
@@ -128,7 +129,7 @@ def conv2d_nhwc_dot(data, weight, comp, *, strides, padding, dilation, oc_out, s
     acc = te.compute(
         (n, oh, ow, ocb * lanes),
         lambda b, y, x, o: te.sum(_mul(x_[b, y * sh + kh * dh, x * sw + kw * dw, rco * 4 + rci],
-                                       w_(o, kh, kw, rco, rci)), axis=[kh, kw, rco, rci]),
+                                       w_(o, kh, kw, (rco, rci))), axis=[kh, kw, rco, rci]),
         name="conv", attrs={KIND: "conv2d_nhwc_dot", DOT_INTRIN: intrin or ""})
     if shift:
         return te.compute((n, oh, ow, oc_out), lambda b, y, x, o: acc[b, y, x, o] - comp[o], name="unshift")
