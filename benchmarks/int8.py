@@ -38,7 +38,7 @@ DEFAULT_MODELS = "mobilenet_v2_224,mobilenet_v1_224,mobilenet_v2_28,lenet5_28"
 def quantized(fp32: Path, form: str) -> Path:
     """PTQ of `fp32` in Q/DQ form `form` (made once)."""
     from edgecnn.core.onnx_utils import input_info
-    from edgecnn.quantize import ptq
+    from edgecnn.qdq import ptq
     import onnx
 
     out = fp32.parent / f"model.{form}.int8.onnx"
@@ -80,7 +80,7 @@ def agreement(tvm_int8, ort_same_graph, shape) -> dict:
 def bench_model(name: str, args) -> dict:
     from edgecnn import backends
     from edgecnn.backends.onnxruntime import OrtRunner
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     src = make_onnx(name)
     work = CACHE / name

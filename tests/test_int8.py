@@ -93,7 +93,7 @@ def agree_with_ort(qdq, build_dir, shape, n=16):
     from edgecnn import backends
     from edgecnn.backends.onnxruntime import OrtRunner
     from edgecnn.backends.reference import FAKEQUANT_LEVEL
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     x = np.random.default_rng(2).standard_normal((n, *shape)).astype(np.float32)
     runner = backends.get("tvm").load(build_dir, manifest.read(build_dir))
@@ -104,7 +104,7 @@ def agree_with_ort(qdq, build_dir, shape, n=16):
 
 def symmetric_qdq(onnx_path, out):
     """edgecnn's PTQ (per-channel weights, symmetric: the form TVM's int8 convs take) on random images."""
-    from edgecnn.quantize import ptq
+    from edgecnn.qdq import ptq
 
     scheme = ptq.Scheme(per_channel=True, form="tensorrt", reduce_range=False)
     x = np.random.default_rng(1).standard_normal((32, 1, 28, 28)).astype(np.float32)
@@ -118,7 +118,7 @@ def test_int8_build_agrees_with_onnxruntime_on_the_qdq_graph(model, lenet_run, m
     Q/DQ graph op by op, logits within a few output steps (a requantized activation may land one level off
     where float rounding differs)."""
     from edgecnn import compiler, export
-    from edgecnn.compiler import manifest
+    from edgecnn.core import manifest
 
     fp32 = export.export(lenet_run if model == "lenet" else mobilenet_run, tmp_path / "m.onnx", batch=1)
     qdq = symmetric_qdq(fp32, tmp_path / "q.onnx")
