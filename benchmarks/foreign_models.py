@@ -138,7 +138,7 @@ def speed_vs_onnxruntime(build: Path, source: Path, repeats: int, threads: int =
 
     tvm = backends.get("tvm").load(build, manifest.read(build), threads=threads)
     subjects = {"tvm": tvm, "ort": OrtRunner(source, threads=threads), "ort nospin": OrtNoSpin(source, threads)}
-    rounds = measure(subjects, random_input(tvm, 1), repeats, 0.2)
+    rounds, _ = measure(subjects, random_input(tvm, 1), repeats, 0.2)
     ort = np.minimum(rounds["ort"], rounds["ort nospin"])
     return {"tvm_p50_ms": float(np.median(rounds["tvm"])), "ort_p50_ms": float(np.median(ort)),
             "ratio_vs_onnxruntime": float(np.median(np.array(rounds["tvm"]) / ort))}
