@@ -99,7 +99,7 @@ def bench_model(name: str, args) -> dict:
     shape = subjects["ort fp32"].input_shape
     agree = agreement(subjects["tvm int8"], OrtRunner(sym, threads=args.threads), shape)
     x = np.random.default_rng(0).standard_normal([1, *shape]).astype(np.float32)
-    rounds = measure(subjects, x, args.repeats, args.seconds)
+    rounds, _ = measure(subjects, x, args.repeats, args.seconds)
     ratio = {f"tvm int8 / {k}": float(np.median(np.array(rounds["tvm int8"]) / np.array(rounds[k])))
              for k in rounds if k != "tvm int8"}
     int8_art = manifest.read(builds["tvm int8"])["artifact"]
