@@ -230,6 +230,24 @@ def test_a_candidate_that_wins_alone_and_loses_in_the_model_is_dropped(conv_onnx
         assert artifact["tuning"]["model_check"]["lost"] is True
 
 
+def test_on_a_board_the_whole_model_check_runs_there_and_drops_the_loser(farm,  # noqa: F811
+                                                                         conv_onnx, tmp_path):
+    """Tuned through the tracker, the whole-model check builds both models, runs them on a board (its clock)
+    and reverts the candidate that won alone (the database's lie) and loses in the model."""
+    db, _ = tune.tune(conv_onnx, targets.load("host"), trials=1, db=tmp_path / "db", rpc=farm[0], key=KEY)
+    kernel, bad, bad_s, default_s = slowest_alone(conv_onnx, tmp_path)
+    assert bad_s > 1.3 * default_s
+    best = json.loads((db / tunedb.SCHEDULES).read_text())
+    (db / tunedb.SCHEDULES).write_text(json.dumps({kernel["key"]: {**best[kernel["key"]], "params": bad, "us": 1.0,
+                                                                   "kept": True}}))
+    _, record = tune.tune(conv_onnx, targets.load("host"), trials=1, db=db, rpc=farm[0], key=KEY)
+    check = record["sessions"][-1]["model_check"]
+    assert check["measured_on"] in {f"127.0.0.1:{p}" for p in farm[2]}
+    assert check["tuned_ms"] > check["default_ms"] > 0 and check["builds"] >= 2
+    assert kernel["name"] in [r["name"] for r in check["reverted"]]
+    assert json.loads((db / tunedb.SCHEDULES).read_text())[kernel["key"]]["kept"] is False
+
+
 def test_the_search_starts_with_the_kernels_that_dominate_the_model(conv_onnx, tmp_path):
     _, record = tune.tune(conv_onnx, targets.load("host"), trials=4, db=tmp_path / "db")
     session = record["sessions"][0]

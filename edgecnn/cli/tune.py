@@ -53,8 +53,9 @@ def model_check_line(check: dict) -> str:
         return f"whole model not checked: {check.get('skipped', 'an older database')}"
     if not check["tuned"]:
         return "whole model: no kernel beat its default alone; the database holds the defaults"
+    where = "" if check.get("measured_on", "local") == "local" else f", on board {check['measured_on']}"
     head = (f"whole model: tuned {check['tuned_ms']:.3f} ms vs defaults {check['default_ms']:.3f} ms "
-            f"({check['tuned']} tuned kernels)")
+            f"({check['tuned']} tuned kernels{where})")
     if not check["reverted"]:
         return f"{head}: all kept"
     if check["lost"]:

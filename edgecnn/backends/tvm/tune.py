@@ -10,9 +10,10 @@ measured profile, the VM's per-call instrument; by its time alone x calls on a b
 time, and keeps a candidate only when it beats the kernel's best so far.
 
 A kernel fast alone can be slow in the model (another kernel's data evicted, threads woken differently), so
-a local session ends with the whole model (model_check): the build with every kernel's best and the build
-with the defaults, timed in interleaved rounds; while the tuned build is slower, the tuned choices are
-reverted, those that lose most in the model's profile first, until it is not slower (or nothing is left).
+a session ends with the whole model (model_check, on this CPU or on the first board of the tracker): the
+build with every kernel's best and the build with the defaults, timed in interleaved rounds; while the tuned
+build is slower, the tuned choices are reverted, those that lose most in the model's profile first (on a
+board: by their time alone x calls), until it is not slower (or nothing is left).
 
 A database is a directory:
 
@@ -119,8 +120,10 @@ class Timer:
         return float(min(evaluate(*args).results))
 
     def _load(self, lib):
-        if self.session is None:
-            return lib.mod
+        return lib.mod if self.session is None else self.upload(lib)
+
+    def upload(self, lib):
+        """`lib` (a kernel, or a whole model's executable) exported, sent to the board and loaded there."""
         import tempfile
 
         # a new name each time: overwriting a library the board has loaded would crash its server
@@ -224,12 +227,14 @@ class Search:
 
 
 class ModelTimer:
-    """Whole-model builds of the lowered model on this CPU, in this process: timed and profiled."""
+    """Whole-model builds of the lowered model, run on this CPU or on a board (`board`: a Timer holding an RPC
+    session, which times them with the board's own clock): timed, and profiled where they run here."""
 
-    def __init__(self, mod, spec: dict, found: list[dict]):
+    def __init__(self, mod, spec: dict, found: list[dict], board: "Timer | None" = None):
         self.tvm, self.mod, self.spec = require_tvm(), mod, spec
         self.names = {k["key"]: k["name"] for k in found}
-        self.device = self.tvm.cpu()
+        self.board = board if board is not None and board.session is not None else None
+        self.device = self.board.device if self.board else self.tvm.cpu()
         self.builds = 0
         self.input = None
 
@@ -244,7 +249,7 @@ class ModelTimer:
         with tvm.transform.PassContext(opt_level=3):
             ex = relax.build(scheduled_mod, tvm.target.Target(self.spec), exec_mode=exec_mode)
         self.builds += 1
-        vm = relax.VirtualMachine(ex, self.device)
+        vm = relax.VirtualMachine(self.board.upload(ex) if self.board else ex, self.device)
         if self.input is None:
             rng = np.random.default_rng(0)
             self.input = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.ty.shape])
@@ -279,6 +284,8 @@ class ModelTimer:
     def interleaved_ms(self, vms: dict, rounds: int = CHECK_ROUNDS) -> dict[str, float]:
         """Each build's median over `rounds` of its runs' median in the round (builds alternating, order flipped
         each round, so that a busy moment hits both alike)."""
+        if self.board:
+            return self._interleaved_on_board(vms, rounds)
         main = {name: vm["main"] for name, vm in vms.items()}
         for f in main.values():
             for _ in range(3):
@@ -299,7 +306,25 @@ class ModelTimer:
         return {name: float(np.median(v)) for name, v in per_round.items()}
 
 
-def model_check(mt: ModelTimer, search: Search, default_profile: dict[str, float]) -> dict:
+    def _interleaved_on_board(self, vms: dict, rounds: int) -> dict[str, float]:
+        """interleaved_ms on the board: each run timed by the board's clock (TVM's time_evaluator), so the
+        network's round trips are not in the numbers."""
+        def median_ms(vm, runs: int) -> float:  # TVM discards one extra first call as warm-up
+            timer = vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=runs)
+            return float(np.median(timer("main").results)) * 1e3
+
+        for vm in vms.values():
+            vm.set_input("main", *self.input)
+        runs = max(3, int(ROUND_S * 1e3 / max(median_ms(next(iter(vms.values())), 3), 1e-6)))
+        per_round: dict[str, list[float]] = {name: [] for name in vms}
+        order = list(vms)
+        for r in range(rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                per_round[name].append(median_ms(vms[name], runs))
+        return {name: float(np.median(v)) for name, v in per_round.items()}
+
+
+def model_check(mt: ModelTimer, search: Search, default_profile: dict[str, float] | None) -> dict:
     """Keep a kernel's tuned parameters only where the whole model is not slower with them.
 
     The tuned set (every kernel whose best differs from its default) and the defaults are timed in interleaved
@@ -316,9 +341,14 @@ def model_check(mt: ModelTimer, search: Search, default_profile: dict[str, float
     if not tuned:
         return {"tuned": 0, "kept": 0, "reverted": [], "lost": False, "builds": 0,
                 "minutes": round((time.monotonic() - start) / 60, 3)}
-    profile = mt.profile(tuned)
     name = {key: by_key[key]["name"] for key in tuned}
-    change = {key: profile.get(name[key], 0.0) - default_profile.get(name[key], 0.0) for key in tuned}
+    if default_profile is None:  # on a board: no per-kernel profile there, so each choice's change alone x calls
+        profile = default_profile = {}
+        change = {key: (search.best[key]["us"] - search.best[key]["default_us"]) * by_key[key]["calls"]
+                  for key in tuned}
+    else:
+        profile = mt.profile(tuned)
+        change = {key: profile.get(name[key], 0.0) - default_profile.get(name[key], 0.0) for key in tuned}
     order = sorted(tuned, key=lambda key: -change[key])  # the largest loss first, the largest gain last
     default_vm = mt.vm({})
     keep, reverted, steps = dict(tuned), [], []
@@ -442,15 +472,16 @@ def tune(onnx_path: str | Path, tgt, *, trials: int | None = None, minutes: floa
     timers = board_timers(spec, rpc, key, timeout=timeout, cross=cross)
     mod = lowered(onnx_path, tgt, spec, batch)
     found = kernels(mod, spec)
-    # the whole model runs here only: on boards the kernels are weighed by their time alone, unchecked
-    model = None if rpc else ModelTimer(mod, spec, found)
-    profile = model.profile({}) if model else None
+    # the whole model runs on this CPU or on the first board; only here is it profiled per kernel (on boards
+    # the kernels are weighed by their time alone x calls)
+    model = ModelTimer(mod, spec, found, board=timers[0] if rpc else None)
+    profile = None if rpc else model.profile({})
     search = Search(found, cpu_info(spec), timers, read_schedules(db) if previous else {}, profile=profile)
     session = run_search(search, trials=trials, minutes=minutes)
     if profile:
         session["profile_us"] = {k: round(v, 2) for k, v in sorted(profile.items(), key=lambda kv: -kv[1])}
-    session["model_check"] = model_check(model, search, profile) if model else \
-        {"skipped": "timed on RPC boards: the whole-model check runs on this CPU only"}
+    session["model_check"] = {**model_check(model, search, profile),
+                              "measured_on": timers[0].board if rpc else "local"}
     if rpc:  # which board timed how many kernels and candidates
         session["boards"] = {t.board: t.timed for t in timers}
     with atomic_dir(db) as tmp:
