@@ -136,57 +136,6 @@ def lenet_qdq(lenet_run, tmp_path_factory):
     return quantize(lenet_run, tmp_path_factory.mktemp("lenet-q") / "q", calib=48, sensitivity=0)["files"]["onnx"]
 
 
-# the instruction each target's int8 convs are built with (cpu.int8_path): sdot where +dotprod, else NEON's
-# widening multiply and pairwise add
-INT8_INSTRUCTIONS = {"rpi5": "sdot", "jetson-cpu": "sdot", "rpi4": "smull"}
-
-
-@pytest.mark.parametrize("name", list(INT8_INSTRUCTIONS))
-def test_int8_arm_builds_use_the_targets_dot_product(name, lenet_qdq, tmp_path):
-    """An int8 LeNet-5 build (int8 convs by default) disassembled with the cross binutils."""
-    import subprocess
-
-    objdump = shutil.which("aarch64-linux-gnu-objdump")
-    if not objdump:
-        missing("aarch64-linux-gnu-objdump", "apt-get install binutils-aarch64-linux-gnu (make test-tools)")
-    build = compile_arm(lenet_qdq, name, tmp_path / name)
-    asm = subprocess.run([objdump, "-d", str(build / "model.so")], capture_output=True, text=True, check=True).stdout
-    counts = {i: asm.count(f"\t{i}\t") for i in ("sdot", "smull", "saddlp")}
-    want = INT8_INSTRUCTIONS[name]
-    assert counts[want] >= 16, counts
-    assert (counts["sdot"] == 0) == (want != "sdot"), counts
-    assert manifest.read(build)["artifact"]["schedules"]["rules"].get("conv2d_nhwc_dot", 0) >= 1
-
-
-@pytest.mark.parametrize("name", ["aarch64", "rpi5"])
-def test_int8_conv_aarch64_under_qemu_matches_the_qdq_graph(name, arm_app, lenet_qdq, tmp_path):
-    """A Q/DQ LeNet-5 with the int8-conv rewrite (int8 x int8 -> int32 convs; sdot on rpi5) cross-compiled
-    for aarch64: under qemu it gives what the Q/DQ graph computes (ONNX Runtime op by op: no CPU-dependent
-    int8 kernel)."""
-    import yaml
-
-    from edgecnn.backends.onnxruntime import OrtRunner
-    from edgecnn.backends.reference import FAKEQUANT_LEVEL
-
-    app, emulator = arm_app
-    qdq = lenet_qdq
-    raw = targets.load(name).raw
-    target = tmp_path / f"{name}-int8.yaml"
-    target.write_text(yaml.safe_dump({**raw, "name": f"{name}-int8", "options": {**raw["options"], "int8_conv": True}}))
-    build = compile_arm(qdq, str(target), tmp_path / "b", batch=8)
-    x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
-    x.tofile(tmp_path / "input.f32")
-    r = run_app(app, build, "--raw", tmp_path / "input.f32", "--dump", tmp_path / "logits.f32", emulator=emulator)
-    assert r.returncode == 0, r.stderr
-    got = np.fromfile(tmp_path / "logits.f32", np.float32).reshape(len(x), -1)
-    want = OrtRunner(qdq, level=FAKEQUANT_LEVEL).run(x)["logits"]
-    np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))  # a level off at rounding edges
-    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
-    assert manifest.read(build)["artifact"]["int8_conv"]
-    print(f"lenet5 int8-conv aarch64 (qemu) vs ONNX Runtime Q/DQ: max abs {np.abs(got - want).max():.3g} "
-          f"(logits up to {np.abs(want).max():.3g}), top-1 agreement {100 * (got.argmax(1) == want.argmax(1)).mean():.1f}%")
-
-
 def disassembly(build) -> str:
     import subprocess
 
@@ -284,12 +233,68 @@ def mobilenet_qdq(mobilenet_onnx):
     return ptq.quantize_onnx(mobilenet_onnx, out, ranges, scheme, work=out.parent)
 
 
+@pytest.fixture(scope="module")
+def int8_builds(lenet_qdq, mobilenet_qdq, tmp_path_factory):
+    """int8 builds (batch 8) by (model, target), made on first use and shared (read-only)."""
+    made = {}
+
+    def build(model: str, target: str):
+        if (model, target) not in made:
+            qdq = lenet_qdq if model == "lenet5" else mobilenet_qdq
+            made[model, target] = compile_arm(qdq, target, tmp_path_factory.mktemp(f"{model}-{target}") / "b",
+                                              batch=8, precision="int8")
+        return made[model, target]
+
+    return build
+
+
+def dot_convs(qdq) -> int:
+    """The convs of a Q/DQ graph that become dot-product kernels: groups 1 and at least MIN_DOT_IC input
+    channels (fewer: the stem stays float; depthwise convs take NEON's widening multiplies)."""
+    import onnx
+
+    from edgecnn.backends.tvm.legalize import MIN_DOT_IC
+
+    graph = onnx.load(str(qdq)).graph
+    dims = {i.name: list(i.dims) for i in graph.initializer}
+    made = {o: n for n in graph.node for o in n.output}
+
+    def input_channels(weight: str) -> int:
+        node = made.get(weight)
+        return dims[node.input[0] if node is not None and node.op_type == "DequantizeLinear" else weight][1]
+
+    return sum(n.op_type == "Conv" and next((a.i for a in n.attribute if a.name == "group"), 1) == 1
+               and input_channels(n.input[1]) >= MIN_DOT_IC for n in graph.node)
+
+
+# the instruction each target's int8 convs are built with (cpu.int8_path): sdot where +dotprod, else NEON's
+# widening multiply and pairwise add
+INT8_INSTRUCTIONS = {"rpi5": "sdot", "jetson-cpu": "sdot", "rpi4": "smull"}
+
+
 @pytest.mark.parametrize("model", ["lenet5", "mobilenet_v2"])
-def test_int8_rpi5_build_agrees_with_fake_quant_under_qemu(model, arm_app, request, tmp_path):
-    """An int8 rpi5 build (int8 convs with sdot, by default) under qemu: every decisive sample agrees with
-    the Q/DQ graph run op by op (ONNX Runtime), judged as `edgecnn verify` judges int8."""
+@pytest.mark.parametrize("name", list(INT8_INSTRUCTIONS))
+def test_int8_arm_builds_use_the_targets_dot_product(name, model, int8_builds, request):
+    """Every int8 conv of groups 1 (MobileNet v2: 1x1 expand and project, the strided 3x3 ones) is a dot-product
+    kernel, and the build, disassembled with the cross binutils, computes with the target's instruction."""
+    build = int8_builds(model, name)
+    asm = disassembly(build)
+    counts = {i: asm.count(f"\t{i}\t") for i in ("sdot", "smull", "saddlp")}
+    want = INT8_INSTRUCTIONS[name]
+    assert counts[want] >= 16, counts
+    assert (counts["sdot"] == 0) == (want != "sdot"), counts
+    rules = manifest.read(build)["artifact"]["schedules"]["rules"]
     qdq = request.getfixturevalue("lenet_qdq" if model == "lenet5" else "mobilenet_qdq")
-    build = compile_arm(qdq, "rpi5", tmp_path / "b", precision="int8", batch=8)
-    assert vector_ops(disassembly(build), "sdot", "4s") >= 16
+    assert rules.get("conv2d_nhwc_dot", 0) == dot_convs(qdq) >= 1, rules
+    print(f"{model} int8 {name}: {rules.get('conv2d_nhwc_dot', 0)} dot-product conv kernels, {counts}")
+
+
+@pytest.mark.parametrize("name,model", [("aarch64", "lenet5"), ("rpi5", "lenet5"), ("rpi5", "mobilenet_v2")])
+def test_int8_arm_build_agrees_with_fake_quant_under_qemu(name, model, int8_builds, arm_app, tmp_path):
+    """An int8 build (int8 convs by default: sdot on rpi5, NEON's widening multiplies on generic aarch64) under
+    qemu: every decisive sample agrees with the Q/DQ graph run op by op (ONNX Runtime: no CPU-dependent int8
+    kernel), judged as `edgecnn verify` judges int8."""
+    build = int8_builds(model, name)
+    assert manifest.read(build)["artifact"]["int8_conv"]
     x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
-    assert_decisive(build, run_under_qemu(arm_app, build, x, tmp_path), x, f"{model} int8 rpi5")
+    assert_decisive(build, run_under_qemu(arm_app, build, x, tmp_path), x, f"{model} int8 {name}")
