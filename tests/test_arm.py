@@ -28,6 +28,7 @@ def test_arm_targets_name_cpus_llvm_knows(name):
     from tvm.target import Target, codegen
 
     from edgecnn.backends.tvm.build import resolve_target
+    from edgecnn.backends.tvm.cpu import cpu_info
 
     target = targets.load(name)
     spec = resolve_target(target)
@@ -36,6 +37,7 @@ def test_arm_targets_name_cpus_llvm_knows(name):
     features = codegen.llvm_get_cpu_features(Target(spec))
     assert all(f.lstrip("+") in features for f in spec["mattr"])
     assert target.options["cross_compiler"] == "aarch64-linux-gnu-g++"
+    assert ("fp16" in target.precisions) == cpu_info(spec).fp16  # fp16 exactly where the CPU computes in it
 
 
 def test_unknown_mcpu_is_refused(tmp_path):

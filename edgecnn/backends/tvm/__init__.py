@@ -110,7 +110,8 @@ def half_model(onnx_path, target_name: str, spec: dict) -> dict:
         raise EdgecnnError(f"target '{target_name}': fp16 on TVM needs float16 arithmetic (+fullfp16 in the "
                            f"target's tvm.mattr, ARMv8.2-A cores such as cortex-a76), which {cpu} lacks; "
                            "compile fp32 or int8 for it")
-    return {**write_fp16(onnx_path, Path(onnx_path)), "activations": "float16", "vector_lanes": 2 * cpu_info(spec).lanes}
+    lanes = 2 * cpu_info(spec).lanes
+    return {**write_fp16(onnx_path, Path(onnx_path)), "activations": "float16", "vector_lanes": lanes}
 
 
 def schedule_summary(kernels: list[dict], params: dict) -> dict:

@@ -5,7 +5,8 @@ Each rule is "parameters -> schedule": `match` analyses a PrimFunc (None when th
 schedules. `schedule_func` runs the first matching rule (falling through to the next on failure).
 
 Vectors: a channel block is `nvec` vectors of `vl` lanes (float32; float16 where the CPU computes in it:
-CpuInfo.for_kernel), vl a power of two <= the register width (a 24-lane vector is 3 x 8, never one <24 x float>: LLVM scalarises odd widths 10x slower).
+CpuInfo.for_kernel), vl a power of two <= the register width (a 24-lane vector is 3 x 8, never one
+<24 x float>: LLVM scalarises odd widths 10x slower).
 """
 
 from tvm import s_tir
