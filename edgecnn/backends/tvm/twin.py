@@ -25,8 +25,10 @@ def float16_twin(onnx_path: str | Path):
     from edgecnn.backends.tvm.runner import TvmRunner
     from edgecnn.core import onnx_utils
 
-    tvm = build.require_tvm()
-    spec = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+    codegen = build.require_tvm().target.codegen
+    spec = {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+    if codegen.llvm_get_system_triple().startswith("aarch64"):  # verify on an ARM board: float16 by promotion
+        spec["mattr"] = ["-fullfp16"]  # as on x86, so the twin is not the build's own 8-lane code (unmeasured)
     batch = onnx_utils.dims(onnx_utils.real_inputs(onnx.load(str(onnx_path), load_external_data=False))[0])[0]
     batch = batch if isinstance(batch, int) and batch > 0 else TWIN_BATCH
     model = frontend.frontend_model(onnx_path, batch)
