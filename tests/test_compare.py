@@ -73,6 +73,23 @@ def test_decisive_agreement_passes_on_noise_and_fails_on_a_real_error():
     assert any(r.startswith("decisive top-1 agreement") for r in compare.failures(bad, tol))
 
 
+def test_fp16_with_a_float16_twin_is_judged_on_decisive_samples():
+    """A build computing in float16 (logits off by more than the fixed 5e-2, near-ties flipped) passes
+    on the decisive samples its twin's spread defines; the plain fp16 tolerance would fail it; a real error
+    fails both."""
+    want = 20 * logits(n=2000)
+    twin, got = noisy(want, 0.3, 1), noisy(want, 0.3, 2)
+    m = compare.compare_output(got, want, noise=[twin])
+    assert m["top1_agreement"] < 100 and m["max_abs"] > 5e-2
+    assert compare.failures(m, compare.tolerance("fp16"))  # max abs and raw agreement
+    assert compare.failures(m, compare.tolerance("fp16", decisive=True)) == []
+    wrong = got.copy()
+    wrong[:, 3] += 20.0
+    bad = compare.failures(compare.compare_output(wrong, want, noise=[twin]), compare.tolerance("fp16", decisive=True))
+    assert any(r.startswith("decisive top-1 agreement") for r in bad)
+    assert compare.tolerance("fp32", decisive=True) == compare.tolerance("fp32")
+
+
 def test_decisive_bound_takes_the_output_step_when_the_twin_is_identical():
     want = logits(n=200)
     m = compare.compare_output(want, want, noise=[want.copy()], step=0.25)

@@ -75,3 +75,23 @@ def test_rules_read_the_vector_width_and_cores_off_the_target():
     assert widths == {"rpi4": 4, "rpi5": 4, "aarch64": 4}  # NEON: 128 bits
     assert cpu_info({"kind": "llvm", "mcpu": "znver3", "num-cores": 2}) == schedules.CpuInfo(8, 16, 2, "avx2")
     assert cpu_info({"kind": "llvm", "mcpu": "znver4", "num-cores": 2}) == schedules.CpuInfo(16, 32, 2, "avx512")
+
+
+def test_float16_kernels_get_float16_lanes_where_the_cpu_computes_in_float16():
+    """rpi5 (+fullfp16): a kernel writing float16 is vectorized 8 lanes wide (fmla v.8h); a float32 kernel, and
+    every kernel of a CPU without float16 arithmetic (rpi4, the host), keeps the float32 lanes."""
+    import tvm
+    from tvm import te
+
+    def kernel(dtype):
+        a = te.placeholder((64,), dtype, "a")
+        return te.create_prim_func([a, te.compute((64,), lambda i: a[i] * a[i], "b")])
+
+    rpi5, rpi4 = (cpu_info(build.resolve_target(targets.load(t))) for t in ("rpi5", "rpi4"))
+    host = cpu_info(build.resolve_target(targets.load("host")))
+    assert rpi5.fp16 and not rpi4.fp16 and not host.fp16
+    assert rpi5.for_kernel(kernel("float16")).lanes == 8 and rpi5.for_kernel(kernel("float32")).lanes == 4
+    assert rpi4.for_kernel(kernel("float16")).lanes == 4 and host.for_kernel(kernel("float16")) == host
+    mod = tvm.IRModule({"main": kernel("float16")})
+    func, rule, params = schedules.schedule_func(mod["main"], rpi5)
+    assert rule == "injective" and "T.vectorized(8)" in func.script(), func.script()

@@ -22,6 +22,7 @@ from edgecnn.core.fileio import sha256
 AGAINST = ("torch", "onnxruntime", "fakequant")
 FAKEQUANT_LEVEL = "disable"  # op by op: no fusion into ONNX Runtime's CPU-dependent int8 kernels
 NO_INT8_KERNELS = {"session.disable_quant_qdq": "1"}  # keep Q/DQ as float ops at any optimisation level
+FLOAT16_TWIN = "tvm-float16"  # an fp16 build's float16 graph compiled for this CPU (twins)
 
 
 @dataclass
@@ -72,16 +73,38 @@ def reference(build_dir: str | Path, man: dict, against: str | None = None) -> R
     raise EdgecnnError(f"--against {against}: use {', '.join(AGAINST)}")
 
 
-def twins(ref: Reference) -> list[Reference]:
-    """Float-equivalent executions of a fakequant reference (no int8 kernel in any), else []."""
-    if ref.against != "fakequant":
-        return []
-    return [Reference(ref.against, ref.onnx, level="basic"),
-            Reference(ref.against, ref.onnx, level="all", config=dict(NO_INT8_KERNELS))]
+def twins(ref: Reference, half: Path | None = None) -> list[Reference]:
+    """Float-equivalent executions of a fakequant reference (no int8 kernel in any); for an fp16 build held to
+    the fp32 model, its float16 graph `half` (half_graph) run by ONNX Runtime (float16 between ops) and compiled
+    for this CPU by TVM (float16 arithmetic: backends/tvm/twin.py): how far float16 alone moves the reference;
+    else []."""
+    if ref.against == "fakequant":
+        return [Reference(ref.against, ref.onnx, level="basic"),
+                Reference(ref.against, ref.onnx, level="all", config=dict(NO_INT8_KERNELS))]
+    if half is not None and ref.against in ("torch", "onnxruntime"):
+        return [Reference("onnxruntime", half), Reference(FLOAT16_TWIN, half)]
+    return []
+
+
+def half_graph(build_dir: Path, man: dict) -> Path | None:
+    """The float16 graph an fp16 build computes in its own kernels (the build's model.onnx, float16), which its
+    twins run; None for other builds and for ONNX Runtime's own fp16 builds (a twin would be the build)."""
+    from edgecnn.core import onnx_utils
+
+    path = Path(build_dir) / "model.onnx"
+    if man["precision"] != "fp16" or man["backend"] == "onnxruntime" or not path.is_file():
+        return None
+    import onnx
+
+    return path if onnx_utils.is_fp16(onnx.load(str(path), load_external_data=False)) else None
 
 
 def load(ref: Reference, *, threads: int | None = None):
     """The runner of a reference."""
+    if ref.against == FLOAT16_TWIN:
+        from edgecnn.backends.tvm.twin import float16_twin
+
+        return float16_twin(ref.onnx)
     if ref.against == "torch":
         from edgecnn.backends.pytorch import TorchRunner
 

@@ -32,8 +32,10 @@ class Target:
     def check_precision(self, precision: str | None) -> str:
         precision = precision or self.precision
         if precision not in self.precisions:
+            others = sorted(t.name for t in all_targets() if t.backend == self.backend and precision in t.precisions)
+            where = f" ({precision} on {self.backend}: {', '.join(others)})" if others else ""
             raise EdgecnnError(f"target '{self.name}' does not take {precision}; it takes "
-                               f"{', '.join(self.precisions)}")
+                               f"{', '.join(self.precisions)}{where}")
         return precision
 
 

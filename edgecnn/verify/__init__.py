@@ -120,18 +120,48 @@ def output_steps(ref: reference.Reference, want: dict) -> dict:
 
 
 def run_references(build_dir: Path, man: dict, against: str, x: np.ndarray, *, described: str,
-                   board: dict | None = None):
+                   board: dict | None = None, half: Path | None = None):
     """(build outputs, reference outputs, [outputs of each twin of the reference], the reference used,
-    {"board": the board the build ran on} or {})."""
+    {"board": the board the build ran on} or {}). half: an fp16 build's float16 graph (reference.twins)."""
     import contextlib
 
-    ref = reference.reference(build_dir, man, against)
     with contextlib.ExitStack() as stack:
         cand = stack.enter_context(backends.load_runner(build_dir, man, board))
         where = {"board": cand.board} if cand.board else {}
-        runners = [stack.enter_context(reference.fit_input(reference.load(r), man)) for r in [ref, *reference.twins(ref)]]
+        ref, runners = reference_runners(stack, build_dir, man, against, half=half)
         got, want, *noise = (class_outputs(man, out) for out in run_all([cand, *runners], x, described))
     return got, want, noise, ref, where
+
+
+def judged_by(build_dir: Path, man: dict, against: str | None, overrides: dict | None = None) -> tuple:
+    """(against, the fp16 build's float16 graph for its twin or None, the tolerance): what a build is held to."""
+    against = against or reference.default_against(man["precision"], man)
+    half = reference.half_graph(build_dir, man) if against != "fakequant" else None
+    return against, half, compare.tolerance(man["precision"], decisive=half is not None, **(overrides or {}))
+
+
+def reference_runners(stack, build_dir: Path, man: dict, against: str, *, half: Path | None = None) -> tuple:
+    """(the reference, [its runner, then its twins' runners]) entered on the ExitStack `stack`."""
+    ref = reference.reference(build_dir, man, against)
+    return ref, [stack.enter_context(reference.fit_input(reference.load(r), man))
+                 for r in [ref, *reference.twins(ref, half)]]
+
+
+def judge_outputs(build_dir: str | Path, got: dict, x: np.ndarray, *, against: str | None = None) -> dict:
+    """Outputs the build gave elsewhere (under an emulator, on a board) for inputs `x`, judged as verify judges
+    them: {"outputs": metrics per output, "failures": reasons per failing output, "tolerance"}."""
+    import contextlib
+
+    build_dir = Path(build_dir)
+    man = manifest_mod.read(build_dir)
+    against, half, tol = judged_by(build_dir, man, against)
+    with contextlib.ExitStack() as stack:
+        ref, runners = reference_runners(stack, build_dir, man, against, half=half)
+        want, *noise = (class_outputs(man, out) for out in run_all(runners, x, "references"))
+    steps = output_steps(ref, want) if noise and ref.against == "fakequant" else {}
+    outputs = compare_outputs(class_outputs(man, got), want, None, noise=noise, against=against, steps=steps)
+    failures = {k: v for k, v in ((n, compare.failures(m, tol)) for n, m in outputs.items()) if v}
+    return {"outputs": outputs, "failures": failures, "tolerance": asdict(tol)}
 
 
 def verify(build_dir: str | Path, against: str | None = None, *, data: str = "test", limit: int | None = None,
@@ -143,11 +173,11 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     `board` ({"rpc": HOST:PORT, "key": KEY}) runs the build on a board of that RPC tracker, the reference here."""
     build_dir = Path(build_dir)
     man = manifest_mod.read(build_dir)
-    against = against or reference.default_against(man["precision"], man)
-    tol = compare.tolerance(man["precision"], **tol_overrides)
+    against, half, tol = judged_by(build_dir, man, against, tol_overrides)
     x, labels, described = load_inputs(man, data, limit)
-    got, want, noise, ref, where = run_references(build_dir, man, against, x, described=described, board=board)
-    steps = output_steps(ref, want) if noise else {}
+    got, want, noise, ref, where = run_references(build_dir, man, against, x, described=described, board=board,
+                                                  half=half)
+    steps = output_steps(ref, want) if noise and ref.against == "fakequant" else {}
     outputs = compare_outputs(got, want, labels, noise=noise, against=against, steps=steps)
     problems = {name: compare.failures(m, tol) for name, m in outputs.items()}
     report = {"build": str(build_dir), "backend": man["backend"], "target": man["target"]["name"],
@@ -160,7 +190,12 @@ def verify(build_dir: str | Path, against: str | None = None, *, data: str = "te
     notes = backend.notes(build_dir, man) if isinstance(backend, backends.RunNotes) else []
     if notes:
         report["notes"] = notes
-    if noise:
+    if noise and half is not None:
+        report["noise"] = ("each logit may move by the noise spread: the largest logit difference between the "
+                           "reference and the build's float16 graph run by ONNX Runtime (float16 between ops) and "
+                           "compiled for this CPU by TVM (float16 arithmetic in another order); samples whose "
+                           "reference margin exceeds twice that are decisive")
+    elif noise:
         report["noise"] = ("each logit may move by the larger of the noise spread (the largest logit difference "
                            "between the reference's Q/DQ graph run op by op and run with ONNX Runtime's float "
                            "optimisations, basic and full without int8 kernels) and one output quantization step; "

@@ -39,6 +39,7 @@ class TvmBackend(Backend):
         cross = options.get("cross_compiler")
         build.check_cross_compiler(cross, target.name)
         spec = build.resolve_target(target)
+        fp16 = half_model(onnx_path, target.name, spec) if precision == "fp16" else None
         model = frontend.frontend_model(onnx_path, batch)
         mod = build.lower(passes.prepare(frontend.from_model(model, Path(onnx_path).name), target), spec)
         params, tuning = {}, None
@@ -52,6 +53,8 @@ class TvmBackend(Backend):
         artifact = {"file": "model.so", "tvm_target": spec, "batch": batch, **passes.graph_options(target),
                     "onnx_opset": onnx_utils.opset_of(model),  # what TVM imported (frontend.for_frontend)
                     "schedules": schedule_summary(kernels, params), "threads": runner.thread_settings(spec)}
+        if fp16:
+            artifact["fp16"] = fp16
         if tuning:
             artifact["tuning"] = tuning
         if cross:
@@ -92,6 +95,23 @@ DYNAMIC_BATCH = ("--batch dynamic: TVM builds need a fixed batch (edgecnn's sche
                  "dynamic-batch TVM build runs unscheduled, measured on LeNet-5 at 8x ONNX Runtime's p50 at batch 1 "
                  "and 15x at batch 8): compile one build per batch (--batch 8), or --target onnxruntime-cpu for a "
                  "dynamic batch")
+
+
+def half_model(onnx_path, target_name: str, spec: dict) -> dict:
+    """An fp16 build: the build's model.onnx becomes the float16 model TVM compiles (weights and activations
+    float16, a Cast at the float32 input and output), scheduled in 8-lane float16 vectors on NEON
+    (CpuInfo.for_kernel). Refused where the CPU has no float16 arithmetic: LLVM would convert every value to
+    float32 and back (a Cortex-A72 build of MobileNet v2: 9,200 fcvt, no fp16 multiply)."""
+    from edgecnn.backends.onnxruntime import write_fp16
+    from edgecnn.backends.tvm.cpu import cpu_info
+
+    if not cpu_info(spec).fp16:
+        cpu = " ".join([str(spec.get("mcpu", "")), *spec.get("mattr", [])]).strip() or "its CPU"
+        raise EdgecnnError(f"target '{target_name}': fp16 on TVM needs float16 arithmetic (+fullfp16 in the "
+                           f"target's tvm.mattr, ARMv8.2-A cores such as cortex-a76), which {cpu} lacks; "
+                           "compile fp32 or int8 for it")
+    lanes = 2 * cpu_info(spec).lanes
+    return {**write_fp16(onnx_path, Path(onnx_path)), "activations": "float16", "vector_lanes": lanes}
 
 
 def schedule_summary(kernels: list[dict], params: dict) -> dict:

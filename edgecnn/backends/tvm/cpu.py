@@ -1,14 +1,22 @@
 """What the schedule rules read off a TVM target: float32 lanes per vector register, register count, cores."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class CpuInfo:
-    lanes: int  # float32 lanes in one vector register
+    lanes: int  # float32 lanes in one vector register (for_kernel: lanes of the kernel's own float type)
     registers: int  # architectural vector registers
     cores: int
     arch: str  # "avx512", "avx2", "neon", "generic"
+    fp16: bool = False  # float16 arithmetic in the vector unit (ARM +fullfp16): a register holds 2 x lanes
+
+    def for_kernel(self, func) -> "CpuInfo":
+        """The CPU as a kernel sees it: where it computes float16 natively, a float16 kernel (its output
+        buffer float16) gets twice the float32 lanes (8 on NEON: fmla v.8h), else the float32 view."""
+        if self.fp16 and func.params and str(func.params[-1].dtype) == "float16":
+            return replace(self, lanes=2 * self.lanes)
+        return self
 
 
 def cpu_info(target) -> CpuInfo:
@@ -21,7 +29,7 @@ def cpu_info(target) -> CpuInfo:
     with target:
         # llvm_get_vector_width says 512 for znver3: ask for the features instead
         if triple.startswith(("aarch64", "arm64")) or _has(target_has_features, "neon", target):
-            return CpuInfo(4, 32, cores, "neon")
+            return CpuInfo(4, 32, cores, "neon", _has(target_has_features, "fullfp16", target))
         if _has(target_has_features, "avx512f", target):
             return CpuInfo(16, 32, cores, "avx512")
         if _has(target_has_features, "avx2", target) or _has(target_has_features, "avx", target):

@@ -4,8 +4,9 @@ Each rule is "parameters -> schedule": `match` analyses a PrimFunc (None when th
 `default` picks parameters for a target, `space` lists candidate parameter sets (for a tuner), `apply`
 schedules. `schedule_func` runs the first matching rule (falling through to the next on failure).
 
-Vectors: a channel block is `nvec` vectors of `vl` float32 lanes, vl a power of two <= the register
-width (a 24-lane vector is 3 x 8, never one <24 x float>: LLVM scalarises odd widths 10x slower).
+Vectors: a channel block is `nvec` vectors of `vl` lanes (float32; float16 where the CPU computes in it:
+CpuInfo.for_kernel), vl a power of two <= the register width (a 24-lane vector is 3 x 8, never one
+<24 x float>: LLVM scalarises odd widths 10x slower).
 """
 
 from tvm import s_tir
@@ -43,6 +44,7 @@ def schedule_func(func, cpu: CpuInfo, params: dict | None = None, rules=None):
     that fails on this function (an unexpected structure) gives way to the next ones, down to Fallback."""
     errors = []
     first = True
+    cpu = cpu.for_kernel(func)  # float16 kernels: vectors of float16 lanes where the CPU computes in it
     for rule in rules or RULES:
         sch = s_tir.Schedule(func)
         try:
