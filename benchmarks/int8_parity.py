@@ -71,18 +71,21 @@ def measure(recipe: str, args) -> dict:
                             "--report", verified, done=verified)
     report = json.loads(verified.read_text())
     out = next(iter(report["outputs"].values()))
+    kernels = json.loads((build / "manifest.json").read_text())["artifact"]["schedules"]["rules"]
     trained = json.loads((run / "metrics.json").read_text())
     return {"recipe": recipe, "epochs": args.epochs, "train_images": trained.get("train_images"),
-            "batch": args.batch, "passed": report["passed"], "failures": report["failures"],
+            "batch": args.batch, "int8_conv_kernels": kernels.get("conv2d_nhwc_dot", 0), "passed": report["passed"],
+            "failures": report["failures"],
             **{k: out.get(k) for k in KEEP}, "seconds": seconds}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| recipe | test images | decisive agreement (samples) | raw top-1 agreement | margin bound | "
-             "top-1 TVM int8 / fake-quant | result |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| recipe | int8 conv kernels | test images | decisive agreement (samples) | raw top-1 agreement | "
+             "margin bound | top-1 TVM int8 / fake-quant | result |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         failed = "; ".join(sum(r["failures"].values(), []))
-        lines.append(f"| {r['recipe']} | {r['samples']} | {r['decisive_agreement']:.2f}% ({r['decisive_samples']}) | "
+        lines.append(f"| {r['recipe']} | {r['int8_conv_kernels']} | {r['samples']} | "
+                     f"{r['decisive_agreement']:.2f}% ({r['decisive_samples']}) | "
                      f"{r['top1_agreement']:.2f}% ({r['disagreements']} differ) | {r['margin_bound']:.3g} | "
                      f"{r['top1_candidate']:.2f}% / {r['top1_reference']:.2f}% | "
                      f"{'pass' if r['passed'] else 'FAIL: ' + failed} |")
@@ -97,7 +100,8 @@ def write_readme(report: dict) -> None:
     note = (f"`benchmarks/int8_parity.py` (int8_parity.json): each recipe trained {rows[0]['epochs']} epoch(s) on "
             f"{rows[0]['train_images']} images (parity needs a trained model, not an accurate one), PTQ in the "
             f"default form, `compile --target host --precision int8 --batch {rows[0]['batch']}` on "
-            f"{cpu['model_name']} ({', '.join(cpu['flags'][-3:])}), `verify --against fakequant` on the test set.")
+            f"{cpu['model_name']} (TVM int8 path: {report['machine']['int8_path']}), `verify --against fakequant` on "
+            "the test set.")
     replace_block(ROOT / "README.md", MARKERS, table(rows) + "\n\n" + note)
 
 
@@ -114,10 +118,14 @@ def main() -> None:
     saved = RESULTS / "int8_parity.json"
     if args.table_only:
         return write_readme(json.loads(saved.read_text()))
-    from edgecnn.backends.tvm import tunedb
+    from edgecnn.backends.tvm import build, tunedb
+    from edgecnn.backends.tvm.cpu import int8_path
+    from edgecnn.compiler import targets
 
     recipes = args.recipes.split(",") if args.recipes else fashion_recipes()
-    machine = {"cpu": tunedb.host_cpu(), "cores": os.cpu_count(), "load_avg_1min_start": os.getloadavg()[0]}
+    path = int8_path(build.resolve_target(targets.load("host")))
+    machine = {"cpu": tunedb.host_cpu(), "cores": os.cpu_count(), "load_avg_1min_start": os.getloadavg()[0],
+               "int8_path": f"{path.name} ({path.intrin or 'LLVM widening vector code'})"}
     rows = [measure(recipe, args) for recipe in recipes]
     machine["load_avg_1min_end"] = os.getloadavg()[0]
     report = {"machine": machine, "rows": rows}
