@@ -53,3 +53,23 @@ def test_lower_opset_is_really_written(mobilenet_run, tmp_path):
     model = onnx.load(str(path))
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [13]
     assert "BatchNormalization" not in {n.op_type for n in model.graph.node}
+
+
+def test_an_export_is_reproducible_and_found_again(lenet_run, tmp_path):
+    """export.exported: RUN_DIR/model.onnx is reused (by quantize) only when a new export would write the same
+    bytes: the same checkpoint and export's defaults."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.pt", "recipe.yaml"):
+        shutil.copyfile(lenet_run / name, run / name)
+    assert export.exported(run) is None  # nothing exported yet
+    first = export.export(run)
+    assert export.exported(run) == first
+    assert export.export(run, tmp_path / "again.onnx").read_bytes() == first.read_bytes()
+    export.export(run, batch=1)  # not the default batch: a new export would differ
+    assert export.exported(run) is None
+    export.export(run)
+    torch.save({**torch.load(run / "model.pt", weights_only=True), "extra": 1}, run / "model.pt")
+    assert export.exported(run) is None  # another checkpoint

@@ -389,3 +389,24 @@ def test_algo_auto_keeps_the_most_accurate_within_the_budget(lenet_run, tmp_path
     assert onnx_utils.read_meta(onnx.load(str(tmp_path / "model.int8.onnx")))["quantization"]["algo"] == best["algo"]
     assert "sensitivity" not in rep
     assert report.algo_table(rep).row_count == 4
+
+
+@pytest.mark.parametrize("model", ["lenet", "mobilenet"])
+def test_sensitivity_merged_variants_give_each_variant_s_own_logits(model, lenet_onnx, mobilenet_run, tmp_path):
+    """Sensitivity runs the one-layer models as one graph (the fp32 prefix once): bit for bit the logits of
+    each model run alone, residual Adds included."""
+    from edgecnn import export
+    from edgecnn.qdq import ptq
+    from edgecnn.quantize.data import predict, predict_variants
+    from edgecnn.quantize.sensitivity import one_layer_models
+
+    fp32 = lenet_onnx if model == "lenet" else export.export(mobilenet_run, tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((70, 1, 28, 28)).astype(np.float32)  # 64 + a partial batch
+    scheme = ptq.Scheme(per_channel=True)
+    ranges = ptq.calibrate(fp32, x[:32], algo="minmax", work=tmp_path, form=scheme.placement)
+    layers = ptq.layers(onnx.load(str(fp32)))
+    layers = [lay for i, lay in enumerate(layers) if i % 6 == 0 or lay.op != "Conv"]  # every kind, quickly
+    assert model == "lenet" or {"Conv", "Add", "Gemm"} <= {lay.op for lay in layers}
+    paths = one_layer_models(fp32, ranges, layers, scheme=scheme, work=tmp_path)
+    for path, merged in zip(paths, predict_variants(fp32, paths, x), strict=True):
+        assert np.array_equal(merged, predict(path, x)), path.name

@@ -7,6 +7,7 @@ from conftest import run_cli
 from onnx import numpy_helper
 
 from edgecnn import compiler, verify
+from edgecnn.core import manifest
 from edgecnn.core.errors import EdgecnnError
 
 
@@ -208,9 +209,14 @@ def test_int8_decisive_agreement_passes_a_good_build_and_fails_a_scaled_conv(len
         forms.convert(src, tmp_path / "src.onnx", form)
         src = tmp_path / "src.onnx"
     # the test images: on random ones the small LeNet of the fixtures gives one class with a huge margin
-    good = verify.verify(compiler.compile_model(src, target, "int8", tmp_path / "good"), data="test", limit=1000)
+    good_build = compiler.compile_model(src, target, "int8", tmp_path / "good")
+    if target == "host":  # the int8 path (real int8 convs), not the float fake-quant one
+        assert manifest.read(good_build)["artifact"]["schedules"]["rules"].get("conv2d_nhwc_dot", 0) >= 1
+    good = verify.verify(good_build, data="test", limit=1000, against="fakequant")
     m = good["outputs"]["logits"]
+    assert good["passed"] and m["samples"] == 200
     assert m["decisive_agreement"] == 100.0 and m["margin_bound"] > 0 and m["decisive_share"] > 90
+    assert abs(m["top1_candidate"] - m["top1_reference"]) <= 0.1
     assert "decisive samples" in verify.decisive_line(good)
     names = []
     scaled = edited(src, tmp_path / "scaled.onnx", lambda model: names.append(scale_conv_weights(model, 1)))

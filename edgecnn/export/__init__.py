@@ -6,6 +6,7 @@ the same for a PyTorch module from your own code (`from_module`, `edgecnn export
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from edgecnn.core.fileio import atomic_file, sha256
 from edgecnn.models import checkpoint
 
 EXPORT_ATOL = 1e-4
+OPSET = 18  # the default: what `edgecnn export` writes
 
 
 def torch_export(model, example: torch.Tensor, *, opset: int, dynamic: bool, path: Path) -> None:
@@ -50,15 +52,36 @@ def run_data_config(run_dir: Path) -> dict | None:
     return yaml.safe_load(path.read_text()).get("data") if path.exists() else None
 
 
-def export(run_dir: str | Path, out: str | Path | None = None, opset: int = 18,
+def export(run_dir: str | Path, out: str | Path | None = None, opset: int = OPSET,
            batch: int | str = "dynamic") -> Path:
     """Export RUN_DIR's model to ONNX; verified against PyTorch through ONNX Runtime before it is kept."""
     ckpt_path = checkpoint.resolve(run_dir)
     model, spec = checkpoint.load(ckpt_path)
     out = Path(out) if out else ckpt_path.parent / "model.onnx"
-    facts = {"recipe": spec["recipe"], "data": run_data_config(ckpt_path.parent),
-             "checkpoint": str(ckpt_path.resolve()), "checkpoint_sha256": sha256(ckpt_path)}
-    return write_checked(model, spec, out, opset=opset, batch=batch, facts=facts)
+    return write_checked(model, spec, out, opset=opset, batch=batch, facts=run_facts(ckpt_path, spec))
+
+
+def run_facts(ckpt_path: Path, spec: dict) -> dict:
+    """The metadata an export of a RUN_DIR's checkpoint records about where it came from."""
+    return {"recipe": spec["recipe"], "data": run_data_config(ckpt_path.parent),
+            "checkpoint": str(ckpt_path.resolve()), "checkpoint_sha256": sha256(ckpt_path)}
+
+
+def exported(run_dir: str | Path) -> Path | None:
+    """RUN_DIR/model.onnx when it is what `export(RUN_DIR)` would write now (the same checkpoint, recipe and
+    path, export's defaults: dynamic batch, opset 18), else None. The exporter is deterministic (the same
+    bytes, tests/test_export.py), so a caller may copy that file instead of exporting again."""
+    ckpt_path = checkpoint.resolve(run_dir)
+    path = ckpt_path.parent / "model.onnx"
+    if not path.exists():
+        return None
+    proto = onnx.load(str(path), load_external_data=False)
+    _, spec = checkpoint.load(ckpt_path)
+    want = {"format": "edgecnn.onnx/1", "model": spec["model"], "input": spec["input"], "classes": spec["classes"],
+            "precision": "fp32", **run_facts(ckpt_path, spec)}
+    same = json.loads(json.dumps(want)) == onnx_utils.read_meta(proto)  # as the metadata holds it: JSON
+    default = onnx_utils.opset_of(proto) == OPSET and onnx_utils.input_info(proto)[2]
+    return path if same and default and not onnx_utils.external_files(proto) else None
 
 
 def write_checked(model, spec: dict, out: Path, *, opset: int, batch: int | str, facts: dict) -> Path:

@@ -185,11 +185,16 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 
 def export_fp32(checkpoint_path: Path, path: Path, opset: int) -> Path:
-    """The checkpoint exported (BatchNorm folded, checked against PyTorch), at `opset`."""
+    """The checkpoint exported (BatchNorm folded, checked against PyTorch), at `opset`: a copy of RUN_DIR's
+    model.onnx when that is this export already (export.exported: the same bytes, without the exporter's cost)."""
     from edgecnn import export
     from edgecnn.core.onnx_utils import to_opset
 
-    export.export(checkpoint_path, path, batch="dynamic")
+    done = export.exported(checkpoint_path)
+    if done:
+        shutil.copyfile(done, path)
+    else:
+        export.export(checkpoint_path, path, batch="dynamic")
     to_opset(path, opset)
     return path
 

@@ -12,6 +12,9 @@ import numpy as np
 from edgecnn.core.errors import EdgecnnError
 
 MIN_CALIB = 16  # fewer images give ranges set by a handful of samples
+# merged variants (predict_variants): a run holds activations of every branch, so fewer images a run and a
+# bounded number of branches a graph (the shared prefix then runs once a group)
+VARIANT_BATCH, VARIANT_GROUP = 64, 16
 
 
 @dataclass
@@ -69,6 +72,37 @@ def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarr
     A Q/DQ model runs in its fast exact form (qdq.forms.evaluation_graph: weights dequantized once,
     ONNX Runtime's float optimisations, no int8 kernel): the predictions of the op-by-op fake-quant reference,
     several times faster, and the same on every CPU (no CPU-dependent int8 kernel runs)."""
+    import onnx
+
+    from edgecnn.qdq import forms
+
+    if not len(x):
+        return np.zeros((0, 0), np.float32)
+    model = onnx.load(str(onnx_path))
+    qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    graph = forms.evaluation_graph(model) if qdq else model
+    return _run(graph, x, qdq=qdq, what=what, original=None if qdq else onnx_path)[0]
+
+
+def predict_variants(fp32_path: Path, variants: list[Path], x: np.ndarray, what: str | None = None) -> list:
+    """`predict` of each Q/DQ variant of the fp32 model, run as one graph (qdq.branches: the part every variant
+    computes as fp32 runs once): each variant's logits, as `predict` gives them alone."""
+    import onnx
+
+    from edgecnn.qdq import branches, forms
+
+    base, found = onnx.load(str(fp32_path)), []
+    for start in range(0, len(variants), VARIANT_GROUP):
+        group = [forms.evaluation_graph(onnx.load(str(v))) for v in variants[start:start + VARIANT_GROUP]]
+        merged, names = branches.merge(base, group)
+        found += _run(merged, x, qdq=True, what=what and f"{what} ({start + len(group)}/{len(variants)})",
+                      outputs=names, batch=VARIANT_BATCH)
+    return found
+
+
+def _run(model, x: np.ndarray, *, qdq: bool, what: str | None, original: Path | None = None,
+         outputs: list[str] | None = None, batch: int = 256) -> list[np.ndarray]:
+    """The outputs (default: the first) of `model` on x, as class scores."""
     import contextlib
     import tempfile
 
@@ -79,19 +113,14 @@ def predict(onnx_path: Path, x: np.ndarray, what: str | None = None) -> np.ndarr
     from edgecnn.backends.reference import NO_INT8_KERNELS
     from edgecnn.core.progress import progress_bar
     from edgecnn.data import preprocess
-    from edgecnn.qdq import forms
 
-    if not len(x):
-        return np.zeros((0, 0), np.float32)
-    model = onnx.load(str(onnx_path))
-    qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     with tempfile.TemporaryDirectory(prefix="edgecnn-eval-") as tmp:
-        if qdq:
-            onnx_path = Path(tmp) / "evaluate.onnx"
-            onnx.save(forms.evaluation_graph(model), str(onnx_path))
-        runner = OrtRunner(onnx_path, level="all", config=NO_INT8_KERNELS if qdq else None)
+        path = original or Path(tmp) / "evaluate.onnx"
+        if original is None:
+            onnx.save(model, str(path))
+        runner = OrtRunner(path, level="all", config=NO_INT8_KERNELS if qdq else None)
         with progress_bar() if what else contextlib.nullcontext() as bar:
             task = bar.add_task(what, total=len(x), info="") if what else None
-            out = run_batches(runner.run, x, 256, (lambda n: bar.update(task, advance=n)) if what else None)
-    scores = next(iter(out.values()))
-    return (preprocess.class_scores(scores) if scores.ndim > 2 else scores).astype(np.float32)
+            out = run_batches(runner.run, x, batch, (lambda n: bar.update(task, advance=n)) if what else None)
+    found = [out[n] for n in outputs] if outputs else [next(iter(out.values()))]
+    return [(preprocess.class_scores(s) if s.ndim > 2 else s).astype(np.float32) for s in found]

@@ -10,7 +10,7 @@ from edgecnn.verify.compare import top1
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.progress import progress_bar
 from edgecnn.qdq import ptq
-from edgecnn.quantize.data import Batch, predict
+from edgecnn.quantize.data import Batch, predict, predict_variants
 
 
 def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, *, scheme: ptq.Scheme, work: Path) -> dict:
@@ -18,16 +18,25 @@ def measure(fp32_path: Path, ranges: dict, layers: list, batch: Batch, *, scheme
     base = predict(fp32_path, batch.x)
     base_top1 = top1(base, batch.labels)
     rows = []
-    with progress_bar() as bar:
-        task = bar.add_task("sensitivity", total=len(layers), info="")
-        for lay in layers:
-            q = ptq.quantize_onnx(fp32_path, work / "one-layer.onnx", ranges, scheme, only=[lay], work=work)
-            logits = predict(q, batch.x)
-            acc = top1(logits, batch.labels)
-            rows.append({"layer": lay.name, "op": lay.op, "top1": acc, "drop": base_top1 - acc,
-                         "flipped": 100.0 * float((logits.argmax(1) != base.argmax(1)).mean())})
-            bar.update(task, advance=1, info=lay.name)
+    for lay, logits in zip(layers, predict_variants(fp32_path, one_layer_models(fp32_path, ranges, layers,
+                                                                                 scheme=scheme, work=work),
+                                                    batch.x, "sensitivity")):
+        acc = top1(logits, batch.labels)
+        rows.append({"layer": lay.name, "op": lay.op, "top1": acc, "drop": base_top1 - acc,
+                     "flipped": 100.0 * float((logits.argmax(1) != base.argmax(1)).mean())})
     return {"data": batch.described, "fp32_top1": base_top1, "layers": rows}
+
+
+def one_layer_models(fp32_path: Path, ranges: dict, layers: list, *, scheme: ptq.Scheme, work: Path) -> list[Path]:
+    """The model with each layer alone quantized: one file a layer."""
+    paths = []
+    with progress_bar() as bar:
+        task = bar.add_task("quantize each layer", total=len(layers), info="")
+        for i, lay in enumerate(layers):
+            paths.append(ptq.quantize_onnx(fp32_path, work / f"one-layer-{i}.onnx", ranges, scheme, only=[lay],
+                                           work=work))
+            bar.update(task, advance=1, info=lay.name)
+    return paths
 
 
 def ranking(sens: dict) -> list[str]:
