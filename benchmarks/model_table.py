@@ -168,8 +168,10 @@ def markdown(results: dict) -> str:
         f"{max(loads):.1f} during the runs). Tuned: `edgecnn tune --minutes M`, from `benchmarks/tvm_vs_ort.py` "
         "(models it tuned; '-': not tuned in that run). MACs: Conv/Gemm/MatMul multiply-adds counted from the "
         "exported ONNX (`edgecnn info`).", "",
-        "Fashion-MNIST recipes, the trained models at 28x28x1 (test top-1 of PyTorch); their latency, untuned and "
-        "tuned, is in the TVM vs ONNX Runtime table (section TVM below):", "", *recipes_table(results)])
+        "Fashion-MNIST recipes, the trained models at 28x28x1 (test top-1 of PyTorch): the runs `benchmarks/"
+        "model_table.py` read from `--runs-dir` (RUNS_DIR/<recipe>, trained by `edgecnn train`), each with the epochs "
+        "it was trained (and the recipe's own where that differs); their latency, untuned and tuned, is in the TVM "
+        "vs ONNX Runtime table (section TVM below):", "", *recipes_table(results)])
 
 
 def main() -> None:
