@@ -90,7 +90,7 @@ def recipe_row(path: Path, runs_dir: Path, work: Path) -> dict | None:
            "input": counted.input_shape, "params": models.count_params(checkpoint.load(run)[0]),
            "macs": counted.macs, "test_top1": metrics["test_top1"], "epochs": trained["schedule"]["epochs"],
            "train_minutes": metrics["train_seconds"] / 60, **latency(onnx_path, counted.macs)}
-    report = verify.verify(row["build"], "torch", "test")["outputs"]["logits"]
+    report = verify.verify(row["build"], "torch", data="test")["outputs"]["logits"]
     row["parity"] = {k: report[k] for k in ("samples", "max_abs", "min_cosine", "top1_agreement", "top1_candidate")}
     return row
 
