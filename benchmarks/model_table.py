@@ -90,7 +90,7 @@ def recipe_row(path: Path, runs_dir: Path, work: Path) -> dict | None:
            "input": counted.input_shape, "params": models.count_params(checkpoint.load(run)[0]),
            "macs": counted.macs, "test_top1": metrics["test_top1"], "epochs": trained["schedule"]["epochs"],
            "train_minutes": metrics["train_seconds"] / 60, **latency(onnx_path, counted.macs)}
-    report = verify.verify(row["build"], "torch", "test")["outputs"]["logits"]
+    report = verify.verify(row["build"], "torch", data="test")["outputs"]["logits"]
     row["parity"] = {k: report[k] for k in ("samples", "max_abs", "min_cosine", "top1_agreement", "top1_candidate")}
     return row
 
@@ -168,8 +168,10 @@ def markdown(results: dict) -> str:
         f"{max(loads):.1f} during the runs). Tuned: `edgecnn tune --minutes M`, from `benchmarks/tvm_vs_ort.py` "
         "(models it tuned; '-': not tuned in that run). MACs: Conv/Gemm/MatMul multiply-adds counted from the "
         "exported ONNX (`edgecnn info`).", "",
-        "Fashion-MNIST recipes, the trained models at 28x28x1 (test top-1 of PyTorch); their latency, untuned and "
-        "tuned, is in the TVM vs ONNX Runtime table (section TVM below):", "", *recipes_table(results)])
+        "Fashion-MNIST recipes, the trained models at 28x28x1 (test top-1 of PyTorch): the runs `benchmarks/"
+        "model_table.py` read from `--runs-dir` (RUNS_DIR/<recipe>, trained by `edgecnn train`), each with the epochs "
+        "it was trained (and the recipe's own where that differs); their latency, untuned and tuned, is in the TVM "
+        "vs ONNX Runtime table (section TVM below):", "", *recipes_table(results)])
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """What the READMEs say is what happens: their shell and Python blocks run as written, in order, in a
 temporary folder; a block that cannot run here carries a visible marker saying why and what stands in."""
 
+import json
 import os
 import re
 import shutil
@@ -213,6 +214,29 @@ def test_no_readme_block_written_by_a_benchmark_is_empty():
         assert body.strip(), f"README.md's {name} block is empty: run the benchmark script that writes it"
         writers = [p.name for p in (ROOT / "benchmarks").glob("*.py") if f"{name}:start" in p.read_text()]
         assert writers, f"no script in benchmarks/ writes README.md's {name} block"
+
+
+@pytest.mark.parametrize("script", ["quant_table", "model_table", "demo"])
+def test_a_benchmark_table_is_the_one_its_json_gives(script, monkeypatch):
+    """README.md's block of benchmarks/SCRIPT.py is what the script writes from its results: a hand edit fails."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    module = __import__(script)
+    text = (ROOT / "README.md").read_text()
+    body = text.split(module.MARKERS[0], 1)[1].split(module.MARKERS[1], 1)[0]
+    written = module.markdown(json.loads(module.RESULTS.read_text()))
+    assert body.strip() == written.strip(), f"README.md's {module.MARKERS[0]} block differs from " \
+        f"{module.RESULTS.name}: run benchmarks/{script}.py (--table-only rewrites the block from the JSON)"
+
+
+def test_the_demo_block_measured_what_make_demo_runs(monkeypatch):
+    """benchmarks/results/demo.json (README.md's demo block) timed the Makefile's demo command as it is now, and
+    that took under 3 minutes of CPU: a changed demo line needs benchmarks/demo.py run again."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import demo
+
+    measured = json.loads(demo.RESULTS.read_text())
+    assert measured["command"] == "edgecnn " + " ".join(demo.demo_command()), "run benchmarks/demo.py"
+    assert measured["cpu_s"] < 180
 
 
 @pytest.mark.slow

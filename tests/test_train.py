@@ -120,3 +120,20 @@ def test_bad_model_option_is_one_line(tiny_recipe, tmp_path):
     (tmp_path / "bad.yaml").write_text(text)
     r = run_cli("train", tmp_path / "bad.yaml", "--out", tmp_path / "run")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "pool 'median'" in r.stderr
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_torch_threads_wait_passively_unless_the_user_says(given, expected):
+    """Importing edgecnn (before torch loads libgomp) sets OMP_WAIT_POLICY=PASSIVE: spinning threads made
+    LeNet-5 training 9-10x slower on a machine other jobs load. A value of the user's stands."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import edgecnn.cli, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
