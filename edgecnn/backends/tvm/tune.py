@@ -41,10 +41,21 @@ from edgecnn.backends.tvm.tunedb import FORMAT, RECORD, SCHEDULES, VERSION, chec
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, write_json
 
+# The search's constants. None was swept on its own; the kernel timer was chosen with benchmarks/tune_context.py
+# (which kernel timing predicts the whole model: results/tune_context.json), the rest are budgets of time.
 BATCH = 4  # candidates of one kernel per turn: the next turn may go to another kernel
-KEEP_IF_FASTER = 0.98  # a candidate replaces the best only when clearly faster (the timings are noisy)
-CHECK_ROUNDS = 9  # interleaved rounds (default, tuned) of the whole-model check
+# a candidate replaces the best only when at least 2% faster (the timings are noisy; a guard, not swept)
+KEEP_IF_FASTER = 0.98
+CHECK_ROUNDS = 9  # interleaved rounds (default, tuned) of the whole-model check: an odd count, a true median
 ROUND_S = 0.15  # seconds of back-to-back model runs per build and round
+WARMUP_RUNS = 3  # untimed runs first: the first touches the weights and faults in the pages
+MIN_RUNS = 3  # timed runs a round at least, however slow the model
+# one kernel's time (Timer.seconds): the best of KERNEL_REPEATS repeats of KERNEL_NUMBER calls, each repeat at
+# least KERNEL_MIN_REPEAT_MS long (TVM's time_evaluator); with the caches flushed, the median of FLUSH_REPEATS
+# single calls (MetaSchedule's way; tune_context.json: the sign of the whole model's change right 59% of the
+# time flushed, 82% alone, so alone is the default)
+KERNEL_NUMBER, KERNEL_REPEATS, KERNEL_MIN_REPEAT_MS, FLUSH_REPEATS = 5, 3, 20, 15
+PROFILE_RUNS = 5  # model runs the per-kernel profile takes the best of
 
 
 def default_db(onnx_path: Path, target: str) -> Path:
@@ -104,8 +115,9 @@ class Timer:
                            target=tvm.target.Target(self.spec))
 
     def seconds(self, func, lib=None, *, flush: bool = False) -> float:
-        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already). flush: median of 15 single
-        runs, the caches flushed of every argument but the first (the input) before each, as MetaSchedule times."""
+        """The kernel's best time of KERNEL_REPEATS repeats (`lib`: the kernel compiled already). flush: median of
+        FLUSH_REPEATS single runs, the caches flushed of every argument but the first (the input) before each, as
+        MetaSchedule times."""
         tvm = self.tvm
         mod = self._load(lib or self.compile(func))
         self.timed += 1
@@ -113,10 +125,11 @@ class Timer:
         args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), self.device)
                 for p in func.params]
         if flush:
-            evaluate = mod.time_evaluator("main", self.device, number=1, repeat=15,
+            evaluate = mod.time_evaluator("main", self.device, number=1, repeat=FLUSH_REPEATS,
                                           f_preproc="cache_flush_cpu_non_first_arg")
             return float(np.median(evaluate(*args).results))
-        evaluate = mod.time_evaluator("main", self.device, number=5, repeat=3, min_repeat_ms=20)
+        evaluate = mod.time_evaluator("main", self.device, number=KERNEL_NUMBER, repeat=KERNEL_REPEATS,
+                                      min_repeat_ms=KERNEL_MIN_REPEAT_MS)
         return float(min(evaluate(*args).results))
 
     def _load(self, lib):
@@ -256,7 +269,7 @@ class ModelTimer:
                                              .astype(str(p.ty.dtype)), self.device) for p in self.mod["main"].params]
         return vm
 
-    def profile(self, params: dict, runs: int = 5) -> dict[str, float]:
+    def profile(self, params: dict, runs: int = PROFILE_RUNS) -> dict[str, float]:
         """Kernel name -> microseconds per model run (best of `runs`), timed around each call by the VM's
         instrument (bytecode: the compiled VM calls no instrument)."""
         vm = self.vm(params, "bytecode")
@@ -288,11 +301,11 @@ class ModelTimer:
             return self._interleaved_on_board(vms, rounds)
         main = {name: vm["main"] for name, vm in vms.items()}
         for f in main.values():
-            for _ in range(3):
+            for _ in range(WARMUP_RUNS):
                 f(*self.input)
         t0 = time.perf_counter()
         next(iter(main.values()))(*self.input)
-        runs = max(3, int(ROUND_S / max(time.perf_counter() - t0, 1e-6)))
+        runs = max(MIN_RUNS, int(ROUND_S / max(time.perf_counter() - t0, 1e-6)))
         per_round: dict[str, list[float]] = {name: [] for name in main}
         order = list(main)
         for r in range(rounds):
