@@ -204,7 +204,7 @@ def measure_rounds(loads: dict, plan: dict, rounds: int, *, base: str) -> tuple[
         batches, note = _check_batches(runners[base], plan["batches"] or [runners[base].batch or 1])
         watch = conditions.Watch(conditions.Probe(), lock=plan.get("lock_clocks", False), cool_c=plan.get("wait_cool"))
         try:
-            timed = {str(b): _rounds_at(runners, b, plan, rounds, watch) for b in batches}
+            timed = {str(b): _rounds_at(runners, b, plan, rounds=rounds, watch=watch) for b in batches}
             state = watch.record({})
         finally:
             watch.restore()
@@ -217,7 +217,7 @@ def measure_rounds(loads: dict, plan: dict, rounds: int, *, base: str) -> tuple[
     return results, {name: {b: quartiles(ratios_[b][name]) for b in timed} for name in runners if name != base}
 
 
-def _rounds_at(runners: dict, b: int, plan: dict, rounds: int, watch) -> tuple[dict, dict]:
+def _rounds_at(runners: dict, b: int, plan: dict, *, rounds: int, watch) -> tuple[dict, dict]:
     """The subjects' warm-up runs, then their interleaved rounds at batch size `b`: (round medians, runs), ms."""
     from edgecnn.core.rounds import interleaved
 
