@@ -28,6 +28,7 @@ a database whose tuned build lost to the defaults compiles the defaults and says
 """
 
 import datetime
+import functools
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.tunedb import FORMAT, RECORD, SCHEDULES, VERSION, check, expected, host_cpu
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, write_json
+from edgecnn.core.rounds import interleaved
 
 # The search's constants. None was swept on its own; the kernel timer was chosen with benchmarks/tune_context.py
 # (which kernel timing predicts the whole model: results/tune_context.json), the rest are budgets of time.
@@ -47,9 +49,8 @@ BATCH = 4  # candidates of one kernel per turn: the next turn may go to another 
 # a candidate replaces the best only when at least 2% faster (the timings are noisy; a guard, not swept)
 KEEP_IF_FASTER = 0.98
 CHECK_ROUNDS = 9  # interleaved rounds (default, tuned) of the whole-model check: an odd count, a true median
-ROUND_S = 0.15  # seconds of back-to-back model runs per build and round
-WARMUP_RUNS = 3  # untimed runs first: the first touches the weights and faults in the pages
-MIN_RUNS = 3  # timed runs a round at least, however slow the model
+ROUND_S = 0.15  # seconds of back-to-back model runs per build and round (edgecnn.core.rounds)
+BOARD_MIN_RUNS = 3  # on a board (timed by its own clock, not edgecnn.core.rounds): runs a round at least
 # one kernel's time (Timer.seconds): the best of KERNEL_REPEATS repeats of KERNEL_NUMBER calls, each repeat at
 # least KERNEL_MIN_REPEAT_MS long (TVM's time_evaluator); with the caches flushed, the median of FLUSH_REPEATS
 # single calls (MetaSchedule's way; tune_context.json: the sign of the whole model's change right 59% of the
@@ -295,28 +296,13 @@ class ModelTimer:
         return best
 
     def interleaved_ms(self, vms: dict, rounds: int = CHECK_ROUNDS) -> dict[str, float]:
-        """Each build's median over `rounds` of its runs' median in the round (builds alternating, order flipped
-        each round, so that a busy moment hits both alike)."""
+        """Each build's median over `rounds` of its runs' median in the round (edgecnn.core.rounds: builds in a
+        new random order each round, so that a busy moment hits both alike; on a board: _interleaved_on_board)."""
         if self.board:
             return self._interleaved_on_board(vms, rounds)
-        main = {name: vm["main"] for name, vm in vms.items()}
-        for f in main.values():
-            for _ in range(WARMUP_RUNS):
-                f(*self.input)
-        t0 = time.perf_counter()
-        next(iter(main.values()))(*self.input)
-        runs = max(MIN_RUNS, int(ROUND_S / max(time.perf_counter() - t0, 1e-6)))
-        per_round: dict[str, list[float]] = {name: [] for name in main}
-        order = list(main)
-        for r in range(rounds):
-            for name in order if r % 2 == 0 else order[::-1]:
-                times = []
-                for _ in range(runs):  # each run timed: a median, not a mean that another process's slice decides
-                    t0 = time.perf_counter()
-                    main[name](*self.input)
-                    times.append(time.perf_counter() - t0)
-                per_round[name].append(float(np.median(times)) * 1e3)
-        return {name: float(np.median(v)) for name, v in per_round.items()}
+        medians, _ = interleaved({name: functools.partial(vm["main"], *self.input) for name, vm in vms.items()},
+                                 rounds=rounds, seconds=ROUND_S)
+        return {name: float(np.median(v)) for name, v in medians.items()}
 
 
     def _interleaved_on_board(self, vms: dict, rounds: int) -> dict[str, float]:
@@ -328,7 +314,8 @@ class ModelTimer:
 
         for vm in vms.values():
             vm.set_input("main", *self.input)
-        runs = max(3, int(ROUND_S * 1e3 / max(median_ms(next(iter(vms.values())), 3), 1e-6)))
+        first_ms = median_ms(next(iter(vms.values())), BOARD_MIN_RUNS)
+        runs = max(BOARD_MIN_RUNS, int(ROUND_S * 1e3 / max(first_ms, 1e-6)))
         per_round: dict[str, list[float]] = {name: [] for name in vms}
         order = list(vms)
         for r in range(rounds):
