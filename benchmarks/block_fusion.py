@@ -13,7 +13,7 @@ Writes benchmarks/results/block_fusion.json (medians of interleaved rounds, the 
 import os
 
 os.environ.setdefault("TVM_NUM_THREADS", "2")
-import argparse, json, statistics, tempfile, time
+import argparse, functools, json, statistics, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,11 @@ import torch
 import tvm
 from tvm import s_tir, te
 
+from edgecnn.backends.onnxruntime import NO_SPIN, OrtRunner
 from edgecnn.backends.tvm.build import resolve_target
 from edgecnn.backends.tvm.cpu import cpu_info
 from edgecnn.compiler import targets
+from edgecnn.core.rounds import interleaved as interleaved_rounds
 
 HERE = Path(__file__).resolve().parent / "results"
 
@@ -226,42 +228,23 @@ def conv_kernels(onnx_path: Path, spec):
 
 
 def build_ort(block, H, W, C, work: Path, spin: bool = True):
-    import onnxruntime as ort
-
     from edgecnn.export import torch_export
 
     onnx_path = work / "block_nchw.onnx"
     torch_export(block, torch.zeros(1, C, H, W), opset=18, dynamic=False, path=onnx_path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-    if not spin:  # ORT's workers spin-wait after each run by default, on the cores TVM's pool wants next
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+    # not spinning: ORT's workers spin-wait after each run by default, on the cores TVM's pool wants next
+    runner = OrtRunner(onnx_path, 2, config=None if spin else NO_SPIN)
+    return lambda x: runner.session.run(None, {runner.input_name: x})[0]
 
 
-def per_call_ms(fn, x, budget_ms):
-    """Calls fn(x) for about budget_ms (at least 3 calls): the mean ms per call."""
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < budget_ms / 1e3:
-        fn(x)
-        n += 1
-    return (time.perf_counter() - t0) / n * 1e3
-
-
-def interleaved(subjects: dict, rounds: int, round_ms: float = 40.0, settle_ms: float = 10.0) -> dict:
-    """Each round times every subject for ~round_ms, in a rotated order, after ~settle_ms untimed calls: the
-    previous subject's thread pool still spins for a while (ORT's and TVM's both do) and takes the 2 cores."""
-    times, names = {k: [] for k in subjects}, list(subjects)
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            fn, x = subjects[k]
-            per_call_ms(fn, x, settle_ms)
-            times[k].append(per_call_ms(fn, x, round_ms))
+def interleaved(subjects: dict, rounds: int, round_ms: float = 40.0) -> dict:
+    """Each round times every subject for ~round_ms (edgecnn.core.rounds: a new random order each round, a few
+    untimed runs first: the previous subject's thread pool still spins for a while, ORT's and TVM's both do)."""
+    per_round, _ = interleaved_rounds({k: functools.partial(fn, x) for k, (fn, x) in subjects.items()},
+                                      rounds=rounds, seconds=round_ms / 1e3)
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v),
                 "q1_ms": float(np.percentile(v, 25)), "q3_ms": float(np.percentile(v, 75)), "rounds_ms": v}
-            for k, v in times.items()}
+            for k, v in per_round.items()}
 
 
 def cpu_model() -> str:

@@ -129,7 +129,7 @@ def try_model(name: str, work: Path, images: int, repeats: int = 0, threads: int
 
 def speed_vs_onnxruntime(build: Path, source: Path, repeats: int, threads: int = 2) -> dict:
     """p50 of the TVM build and of ONNX Runtime on the source ONNX, interleaved rounds; their ratio."""
-    from tvm_vs_ort import OrtNoSpin, measure
+    from tvm_vs_ort import measure, ort_nospin
 
     from edgecnn import backends
     from edgecnn.core import manifest
@@ -137,7 +137,7 @@ def speed_vs_onnxruntime(build: Path, source: Path, repeats: int, threads: int =
     from edgecnn.bench import random_input
 
     tvm = backends.get("tvm").load(build, manifest.read(build), threads=threads)
-    subjects = {"tvm": tvm, "ort": OrtRunner(source, threads=threads), "ort nospin": OrtNoSpin(source, threads)}
+    subjects = {"tvm": tvm, "ort": OrtRunner(source, threads=threads), "ort nospin": ort_nospin(source, threads)}
     rounds, _ = measure(subjects, random_input(tvm, 1), repeats, 0.2)
     ort = np.minimum(rounds["ort"], rounds["ort nospin"])
     return {"tvm_p50_ms": float(np.median(rounds["tvm"])), "ort_p50_ms": float(np.median(ort)),

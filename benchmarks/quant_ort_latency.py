@@ -21,7 +21,7 @@ import argparse
 import json
 import platform
 import tempfile
-import time
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -74,30 +74,14 @@ def variants(fp32: Path, x: np.ndarray, work: Path) -> dict[str, Path]:
                                                                 asymmetric, ptq.Scheme(form="onnxruntime"), work=work)}
 
 
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def measure(paths: dict[str, Path], x: np.ndarray, threads: int, rounds: int, iters: int) -> dict:
-    """Median ms per variant: warm up, then `rounds` rounds that each time every variant `iters` times."""
-    sessions = {k: session(p, threads) for k, p in paths.items()}
-    name = next(iter(sessions.values())).get_inputs()[0].name
-    for s in sessions.values():
-        for _ in range(5):
-            s.run(None, {name: x})
-    per_round: dict[str, list] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            times = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                s.run(None, {name: x})
-                times.append(time.perf_counter() - t0)
-            per_round[k].append(1e3 * float(np.median(times)))
+    """Median ms per variant: `rounds` interleaved rounds (edgecnn.core.rounds, a new random order each) that
+    each time every variant `iters` times."""
+    from edgecnn.backends.onnxruntime import OrtRunner
+    from edgecnn.core.rounds import interleaved
+
+    runners = {k: OrtRunner(p, threads) for k, p in paths.items()}
+    per_round, _ = interleaved({k: functools.partial(r.run, x) for k, r in runners.items()}, rounds=rounds, runs=iters)
     return {k: {"median_ms": float(np.median(v)), "round_medians_ms": v} for k, v in per_round.items()}
 
 

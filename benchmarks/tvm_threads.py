@@ -12,12 +12,12 @@ average is recorded: on a shared machine the p99 is pessimistic, compare only wi
 """
 
 import argparse
+import functools
 import json
 import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,31 +40,20 @@ def worker(subject: str, build: str, seconds: float, threads: int) -> None:
 
     from edgecnn import backends
     from edgecnn.core import manifest
+    from edgecnn.core.rounds import time_round
 
     man = manifest.read(build, check_files=False)
     if subject.startswith("onnxruntime"):
-        import onnxruntime as ort
+        from edgecnn.backends.onnxruntime import OrtRunner
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", ORT[subject])
-        session = ort.InferenceSession(str(Path(build) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-
-        def run(x):
-            return session.run(None, {name: x})
+        config = {"session.intra_op.allow_spinning": ORT[subject]}
+        runner = OrtRunner(Path(build) / "model.onnx", threads, config=config)
     else:
         runner = backends.get("tvm").load(build, man)
-        run = runner.run
     x = np.random.default_rng(0).standard_normal([1, *man["input"]["shape"][1:]]).astype(np.float32)
     for _ in range(10):
-        run(x)
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 20:
-        t0 = time.perf_counter_ns()
-        run(x)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    print(json.dumps(times))
+        runner.run(x)
+    print(json.dumps(time_round(functools.partial(runner.run, x), seconds)))
 
 
 def subject_env(subject: str, threads: int) -> dict:

@@ -16,8 +16,8 @@ builds and databases stay under .cache/tvm_vs_ort/ (git-ignored).
 """
 
 import argparse
+import functools
 import os
-import random
 import shutil
 import sys
 import time
@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
 
+from edgecnn.core.rounds import interleaved  # noqa: E402
 from edgecnn.core.fileio import write_json  # noqa: E402
 from edgecnn.core.progress import console  # noqa: E402
 from readme import replace_block  # noqa: E402
@@ -105,49 +106,20 @@ def tuned_dbs(name: str, onnx: Path, budgets: list[float]) -> list[tuple[float, 
     return out
 
 
-def time_ms(runner, x: np.ndarray, seconds: float) -> list[float]:
-    """Back-to-back runs over about `seconds` (at least 5 runs, after 3 warm-up runs), in ms."""
-    for _ in range(3):
-        runner.run(x)
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-    while len(times) < 5 or (time.perf_counter() < end and len(times) < 5000):
-        t0 = time.perf_counter()
-        runner.run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def measure(subjects: dict, x: np.ndarray, repeats: int, seconds: float) -> tuple[dict, dict]:
-    """Rounds of every subject in a new random order each round: a slow minute hits them all alike.
-    Returns (each round's median per subject, every run's time per subject)."""
-    rounds: dict[str, list[float]] = {k: [] for k in subjects}
-    runs: dict[str, list[float]] = {k: [] for k in subjects}
-    order = list(subjects)
-    for _ in range(repeats):
-        random.Random(len(rounds[order[0]])).shuffle(order)
-        for key in order:
-            times = time_ms(subjects[key], x, seconds)
-            rounds[key].append(float(np.median(times)))
-            runs[key] += times
-    return rounds, runs
+    """Rounds of every subject (a runner) in a new random order each round: a slow minute hits them all alike
+    (edgecnn.core.rounds, as `edgecnn bench --rounds`). Returns (each round's median per subject, every run's
+    time per subject), in ms."""
+    return interleaved({k: functools.partial(r.run, x) for k, r in subjects.items()}, rounds=repeats,
+                       seconds=seconds)
 
 
-class OrtNoSpin:
-    """ONNX Runtime with its intra-op threads sleeping instead of spinning between ops: on a machine
-    shared with other jobs a spinning thread burns the slice the other one waits for."""
+def ort_nospin(onnx: Path, threads: int):
+    """ONNX Runtime with its intra-op threads sleeping instead of spinning between ops: on a machine shared with
+    other jobs a spinning thread burns the slice the other one waits for."""
+    from edgecnn.backends.onnxruntime import NO_SPIN, OrtRunner
 
-    def __init__(self, onnx: Path, threads: int):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
-        self.name = self.session.get_inputs()[0].name
-
-    def run(self, x: np.ndarray) -> dict:
-        return {"logits": self.session.run(None, {self.name: x})[0]}
+    return OrtRunner(onnx, threads, config=NO_SPIN)
 
 
 def bench_model(name: str, budgets: list[float], args) -> dict:
@@ -167,7 +139,7 @@ def bench_model(name: str, budgets: list[float], args) -> dict:
                        # what the whole-model check measured and kept (default_ms, tuned_ms, final_ms, kept, lost)
                        "model_check": {k: v for k, v in record["sessions"][-1].get("model_check", {}).items()
                                        if k != "steps"}}
-    subjects = {"onnxruntime": OrtRunner(onnx, threads=args.threads), "onnxruntime nospin": OrtNoSpin(onnx, args.threads)}
+    subjects = {"onnxruntime": OrtRunner(onnx, threads=args.threads), "onnxruntime nospin": ort_nospin(onnx, args.threads)}
     for key, build in builds.items():
         subjects[key] = backends.get("tvm").load(build, manifest.read(build), threads=args.threads)
     x = np.random.default_rng(0).standard_normal([1, *subjects["onnxruntime"].input_shape]).astype(np.float32)

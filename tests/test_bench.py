@@ -51,7 +51,7 @@ def test_bench_batches_compare_memory_and_manifest(ort_build, tmp_path):
     ort, torch = report["results"]["onnxruntime"]["batches"], report["results"]["torch"]["batches"]
     assert report["ratios"]["torch"]["4"]["p50"] == pytest.approx(torch["4"]["p50_ms"] / ort["4"]["p50_ms"])
     assert report["settings"] == {"batches": [1, 4], "warmup": 2, "runs": 15, "seconds": None, "threads": 1,
-                                  "lock_clocks": False, "wait_cool_c": None}
+                                  "lock_clocks": False, "wait_cool_c": None, "rounds": None}
     assert report["system"]["cpu"] and report["system"]["tools"]["onnxruntime"]
     assert json.loads((tmp_path / "b.json").read_text())["results"]["torch"]["batches"]["1"]["runs"] == 15
     assert (tmp_path / "b.png").stat().st_size > 10_000
@@ -248,7 +248,7 @@ def test_the_tvm_runner_applies_the_builds_thread_settings_unless_the_environmen
     assert art["threads"]["env"]["TVM_NUM_THREADS"] == str(art["tvm_target"]["num-cores"])
     arm = runner.thread_settings({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4})
     assert arm["env"] == {"TVM_NUM_THREADS": "4"} and arm["chosen_by"].startswith("not measured on aarch64")
-    show = f"from edgecnn.bench import load_build; print(load_build({str(host_build)!r}, None).thread_env)"
+    show = f"from edgecnn.backends import load_build; print(load_build({str(host_build)!r}, None).thread_env)"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TVM_")}
 
     def env_of(**extra):
@@ -262,3 +262,28 @@ def test_the_tvm_runner_applies_the_builds_thread_settings_unless_the_environmen
         **applied, "TVM_BIND_THREADS": "1", "TVM_THREAD_POOL_SPIN_COUNT": "7"}
     report = bench.bench(host_build, runs=12, warmup=1, threads=1, out=tmp_path / "b.json", plot=False)
     assert report["results"]["tvm"]["thread_env"]["TVM_NUM_THREADS"] == "1"
+
+
+def test_bench_rounds_interleaves_the_build_and_its_baselines(host_build, tmp_path):
+    """--rounds: the build and ONNX Runtime in one process, alternating; per-round ratios of their medians."""
+    report = bench.bench(host_build, rounds=3, runs=4, warmup=1, threads=1, compare=["onnxruntime"],
+                         out=tmp_path / "b.json", plot=False)
+    res, rounds = report["results"], report["rounds"]
+    assert set(res) == {"tvm", "onnxruntime"} and rounds["count"] == 3 and report["settings"]["rounds"] == 3
+    for r in res.values():
+        st = r["batches"]["1"]
+        assert st["runs"] == 12 == len(st["times_ms"]) and len(st["rounds_ms"]) == 3
+    per_round = [o / t for o, t in zip(res["onnxruntime"]["batches"]["1"]["rounds_ms"], res["tvm"]["batches"]["1"]["rounds_ms"])]
+    ratio = rounds["ratios"]["onnxruntime"]["1"]
+    assert ratio["median"] == pytest.approx(float(np.median(per_round))) and len(ratio["rounds"]) == 3
+    assert res["tvm"]["device"]["before"] is not None and res["onnxruntime"]["device"] is None
+    assert manifest.read(host_build)["bench"]["rounds"]["count"] == 3
+    assert any("over 3 interleaved rounds" in line for line in benchreport.round_lines(report))
+
+
+def test_cli_bench_rounds_prints_the_ratios_and_refuses_rpc(host_build):
+    r = run_cli("bench", host_build, "--rounds", "2", "--runs", "3", "--warmup", "1", "--compare", "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    assert "onnxruntime / tvm at batch 1" in " ".join(r.stdout.split())
+    r = run_cli("bench", host_build, "--rounds", "2", "--rpc", "127.0.0.1:1")
+    assert r.returncode == 1 and "--rounds" in r.stderr and "Traceback" not in r.stderr

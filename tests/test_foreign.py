@@ -146,6 +146,19 @@ def test_old_opset_is_upgraded_where_tvm_needs_it(tmp_path):
     compile_and_verify(path, tmp_path, "random")
 
 
+def test_tvm_converter_versions_are_read_from_tvms_private_map():
+    """frontend._impl_versions reads TVM's private `_get_convert_map`: a TVM release that renames it, or drops
+    the versioned converters of the ops edgecnn upgrades, fails here rather than silently importing old forms."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    from edgecnn.backends.tvm import frontend as tvm_frontend
+
+    convert_map = onnx_frontend._get_convert_map()
+    for op in ("Slice", "Resize", "Upsample", "BatchNormalization", "Conv", "Split", "Pad"):
+        assert op in convert_map and tvm_frontend._impl_versions(op), op
+    assert tvm_frontend._impl_versions("Slice")[0] >= 10  # Slice's oldest converter reads opset 10's inputs
+
+
 def onnx_opset(model) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 

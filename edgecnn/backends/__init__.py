@@ -17,8 +17,8 @@ from edgecnn.backends.base import (CHUNK, Backend, BuildsOnDevice, DeviceFarm, O
 from edgecnn.core.errors import EdgecnnError, suggest
 
 __all__ = ["CHUNK", "Backend", "BuildsOnDevice", "DeviceFarm", "OperatorMatrix", "QdqForm", "QdqRules", "Runner",
-           "RunNotes", "Tunable", "needs_torch", "run_batches", "get", "require", "load_runner", "device_farm", "names",
-           "availability", "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
+           "RunNotes", "Tunable", "needs_torch", "run_batches", "get", "require", "load_runner", "load_build",
+           "device_farm", "names", "availability", "tool_versions", "qdq_forms", "qdq_form", "DEFAULT_QDQ_FORM"]
 
 MODULES = {"torch": "edgecnn.backends.pytorch", "onnxruntime": "edgecnn.backends.onnxruntime",
            "tvm": "edgecnn.backends.tvm", "tensorrt": "edgecnn.backends.tensorrt"}
@@ -53,6 +53,14 @@ def load_runner(build_dir, manifest: dict, board: dict | None = None, *, threads
                                                                  timeout=board.get("timeout", 10.0), threads=threads)
         return load()
     return require(manifest["backend"]).load(build_dir, manifest, threads=threads)
+
+
+def load_build(build_dir: str, threads: int | None = None) -> Runner:
+    """A build's own runner on this machine, from its folder's manifest (its files not hashed again): how bench
+    loads a build and an int8 build's fp32 build beside it, picklable by reference for a subject's process."""
+    from edgecnn.core import manifest as manifest_mod
+
+    return load_runner(build_dir, manifest_mod.read(build_dir, check_files=False), threads=threads)
 
 
 def device_farm(name: str, build_dir) -> DeviceFarm:

@@ -23,6 +23,11 @@ LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended":
           "all": "ORT_ENABLE_ALL"}
 
 
+# session config: intra-op threads sleep instead of spinning between ops (on a machine shared with other jobs a
+# spinning thread burns the time slice the other one waits for; the benchmarks time ORT both ways)
+NO_SPIN = {"session.intra_op.allow_spinning": "0"}
+
+
 class OrtRunner(Runner):
     name = "onnxruntime"
 

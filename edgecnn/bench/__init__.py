@@ -58,13 +58,7 @@ from edgecnn.core.errors import EdgecnnError, suggest
 from edgecnn.core.fileio import write_json
 
 COMPARE = ("onnxruntime", "torch")
-
-
-def load_build(build_dir: str, threads: int | None):
-    """The build's own runner on this machine."""
-    from edgecnn.core import manifest as manifest_mod
-
-    return backends.load_runner(build_dir, manifest_mod.read(build_dir, check_files=False), threads=threads)
+ROUND_SECONDS = 0.3  # --rounds: each subject's time a round without --seconds (benchmarks/tvm_vs_ort.py's)
 
 
 def load_reference(build_dir: str, against: str, threads: int | None):
@@ -198,6 +192,54 @@ def worker() -> None:
     Path(result).write_bytes(pickle.dumps(out))
 
 
+def measure_rounds(loads: dict, plan: dict, rounds: int, *, base: str) -> tuple[dict, dict]:
+    """`bench --rounds N`: every subject loaded in this process and timed in N interleaved rounds, a new random
+    order each round (edgecnn.core.rounds), at each batch size. Returns (results as measure() writes them, with
+    each round's median as rounds_ms; NAME.B: NAME's round medians over `base`'s, per round and their quartiles).
+    The device is read once around all subjects; it is recorded under `base`."""
+    from edgecnn.core.rounds import round_ratios
+
+    with contextlib.ExitStack() as stack:
+        runners = {name: stack.enter_context(load()) for name, load in loads.items()}
+        batches, note = _check_batches(runners[base], plan["batches"] or [runners[base].batch or 1])
+        watch = conditions.Watch(conditions.Probe(), lock=plan.get("lock_clocks", False), cool_c=plan.get("wait_cool"))
+        try:
+            timed = {str(b): _rounds_at(runners, b, plan, rounds=rounds, watch=watch) for b in batches}
+            state = watch.record({})
+        finally:
+            watch.restore()
+        results = {name: {"runner": r.name, "memory": _memory(r, None, False), "device": None,
+                          "batches": {b: _round_stats(medians[name], runs[name], int(b))
+                                      for b, (medians, runs) in timed.items()}}
+                   for name, r in runners.items()}
+    results[base].update(device=state, **({"note": note} if note else {}))
+    ratios_ = {b: round_ratios(medians, base) for b, (medians, _) in timed.items()}
+    return results, {name: {b: quartiles(ratios_[b][name]) for b in timed} for name in runners if name != base}
+
+
+def _rounds_at(runners: dict, b: int, plan: dict, *, rounds: int, watch) -> tuple[dict, dict]:
+    """The subjects' warm-up runs, then their interleaved rounds at batch size `b`: (round medians, runs), ms."""
+    from edgecnn.core.rounds import interleaved
+
+    inputs = {name: random_input(r, b) for name, r in runners.items()}
+    for name, r in runners.items():
+        for _ in range(plan["warmup"]):
+            r.run(inputs[name])
+    with watch.batch(b):
+        return interleaved({name: functools.partial(r.run, inputs[name]) for name, r in runners.items()},
+                           rounds=rounds, seconds=plan["seconds"] or ROUND_SECONDS, runs=plan["runs"])
+
+
+def _round_stats(medians: list[float], runs_ms: list[float], batch: int) -> dict:
+    return {**stats(np.asarray(runs_ms) * 1e6, batch), "rounds_ms": medians,
+            "times_ms": [round(t, 5) for t in runs_ms]}
+
+
+def quartiles(values: list[float]) -> dict:
+    p25, p50, p75 = np.percentile(values, [25, 50, 75])
+    return {"median": float(p50), "p25": float(p25), "p75": float(p75), "rounds": [round(v, 5) for v in values]}
+
+
 def check_compare(names, backend: str) -> list[str]:
     for n in names:
         if n not in COMPARE:
@@ -238,7 +280,7 @@ def ratios(results: dict, build: str) -> dict:
 def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: int = 10, runs: int | None = None,
           seconds: float | None = None, threads: int | None = None, compare=(), out: str | Path | None = None,
           load=None, plot: bool = True, device: str | None = None, lock_clocks: bool = False,
-          wait_cool: float | None = None, boards: int = 1) -> dict:
+          wait_cool: float | None = None, boards: int = 1, rounds: int | None = None) -> dict:
     """Benchmark a build (and `compare` backends on the same model); write JSON + plot, record in the manifest.
 
     load: optional picklable callable returning the build's runner (e.g. a remote device's); default: the
@@ -246,7 +288,10 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
     cpu; this machine's facts go under system.host). lock_clocks: pin the device's clocks for each subject
     where it allows (and restore them); wait_cool: before each batch size, wait until the hottest sensor is at
     or below this many degrees C. boards: time `load` on that many boards at once (each call of a remote
-    loader holds another board): the report's `boards` and `spread`, results = the first.
+    loader holds another board): the report's `boards` and `spread`, results = the first. rounds: the build and
+    its baselines loaded in this process and timed in that many interleaved rounds, a new random order each
+    (measure_rounds; `seconds`, default ROUND_SECONDS, or `runs` a subject a round): the report's
+    rounds.ratios, each baseline over the build per round.
     """
     from edgecnn.core import manifest as manifest_mod  # here: the device modules import on boards without it
 
@@ -262,30 +307,40 @@ def bench(build_dir: str | Path, *, batches: list[int] | None = None, warmup: in
         facts = {"cpu": device, "gpus": [], "remote": True, "host": facts}
     plan = {"batches": batches, "warmup": warmup, "runs": runs, "seconds": seconds, "lock_clocks": lock_clocks,
             "wait_cool": wait_cool}
-    farm_report = {}
+    farm_report, round_report = {}, {}
     if boards > 1 and load is None:
         raise EdgecnnError(f"--boards {boards} times {boards} boards of an RPC tracker: give --rpc HOST:PORT")
-    if boards > 1:
+    if rounds and (load is not None or boards > 1):
+        raise EdgecnnError("--rounds times the build and its baselines side by side on this machine: without --rpc")
+    loads = {backend: load or functools.partial(backends.load_build, str(build_dir), threads)}
+    loads |= {name: functools.partial(load_reference, str(build_dir), name, threads) for name in compare}
+    # an int8 build's: ORT's own int8 form, the fp32 build
+    loads |= baselines.subjects(build_dir, man, threads) if compare and boards == 1 else {}
+    if rounds:
+        results, by_round = measure_rounds(loads, plan, rounds, base=backend)
+        round_report = {"rounds": {"count": rounds, "seconds": None if runs else seconds or ROUND_SECONDS,
+                                   "ratios": by_round}}
+    elif boards > 1:
         from edgecnn.bench import farm
 
         farm_report = farm.measure_boards(backend, load, boards, plan, measure=measure)
         results = {backend: farm_report["boards"][0]}
     else:
-        results = {backend: run_subject(backend, load or functools.partial(load_build, str(build_dir), threads), plan)}
-    plan["batches"] = batches = [int(b) for b in results[backend]["batches"]]
-    for name in compare:
-        results[name] = run_subject(name, functools.partial(load_reference, str(build_dir), name, threads), plan)
-    for name, load_other in (baselines.subjects(build_dir, man, threads) if compare and boards == 1 else {}).items():
-        results[name] = run_subject(name, load_other, plan)  # an int8 build's: ORT's own int8 form, the fp32 build
+        results = {backend: run_subject(backend, loads.pop(backend), plan)}
+        plan["batches"] = [int(b) for b in results[backend]["batches"]]
+        results |= {name: run_subject(name, load_other, plan) for name, load_other in loads.items()
+                    if name != backend}
+    batches = [int(b) for b in results[backend]["batches"]]
     report = {"build": str(build_dir), "backend": backend, "target": man["target"]["name"],
               "precision": man["precision"], "model": man.get("model", {}).get("name"),
               "settings": {"batches": batches, "warmup": warmup, "runs": runs,
                            "seconds": None if runs else seconds or DEFAULT_SECONDS, "threads": threads,
-                           "lock_clocks": lock_clocks, "wait_cool_c": wait_cool},
+                           "lock_clocks": lock_clocks, "wait_cool_c": wait_cool, "rounds": rounds},
               "system": facts, "results": results, "ratios": ratios(results, backend),
               "warnings": [*(f"{name}: {r['note']}" for name, r in results.items() if r.get("note")),
-                           *(f"{name}: {w}" for name, r in results.items() for w in r["device"]["warnings"])],
-              **farm_report}
+                           *(f"{name}: {w}" for name, r in results.items() if r["device"]
+                             for w in r["device"]["warnings"])],
+              **farm_report, **round_report}
     out = Path(out) if out else build_dir / "bench.json"
     if plot and installed("matplotlib"):
         from edgecnn.bench.report import plot as draw
@@ -313,7 +368,7 @@ def summary(report: dict) -> dict:
     return {"settings": report["settings"], "cpu": report["system"]["cpu"], "gpus": report["system"]["gpus"],
             "backend": report["backend"], "results": {name: brief(r) for name, r in report["results"].items()},
             "ratios": report["ratios"], "device": conditions.brief(report["results"][report["backend"]]["device"]),
-            **({"spread": report["spread"]} if "spread" in report else {})}
+            **{k: report[k] for k in ("spread", "rounds") if k in report}}
 
 
 def build_latency(bench_summary: dict | None, batch: int | None = None) -> dict | None:

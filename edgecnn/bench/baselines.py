@@ -27,7 +27,7 @@ def subjects(build_dir: Path, man: dict, threads: int | None) -> dict:
         out[ORT_INT8] = functools.partial(load_ort_form, str(build_dir), threads)
     fp32 = fp32_build(build_dir, man)
     if fp32 is not None:
-        out[FP32_BUILD] = functools.partial(load_other_build, str(fp32), threads)
+        out[FP32_BUILD] = functools.partial(backends.load_build, str(fp32), threads)
     return out
 
 
@@ -58,13 +58,6 @@ def load_ort_form(build_dir: str, threads: int | None):
         forms.convert(source_graph(Path(build_dir), man), path, backends.get(ORT).int8_form)
         prepare_int8(path)
         return OrtRunner(path, threads or 0)  # the session holds the model: the file may go
-
-
-def load_other_build(build_dir: str, threads: int | None):
-    """Another build's own runner on this machine."""
-    from edgecnn.core import manifest as manifest_mod
-
-    return backends.load_runner(build_dir, manifest_mod.read(build_dir, check_files=False), threads=threads)
 
 
 def fp32_build(build_dir: Path, man: dict) -> Path | None:

@@ -104,6 +104,16 @@ def baseline_lines(report: dict) -> list[str]:
     return lines
 
 
+def round_lines(report: dict) -> list[str]:
+    """With --rounds: each other subject's latency over the build's, per round (median and quartiles)."""
+    rounds = report.get("rounds")
+    if not rounds:
+        return []
+    return [f"[bold]rounds[/] {escape(name)} / {report['backend']} at batch {b}: {r['median']:.2f}x "
+            f"(p25 {r['p25']:.2f}x, p75 {r['p75']:.2f}x) over {rounds['count']} interleaved rounds"
+            for name, by_batch in rounds["ratios"].items() for b, r in by_batch.items()]
+
+
 def boards_table(report: dict) -> Table:
     """bench --boards: one row per board and batch size; the last column is its p50 over the boards' median."""
     s = report["settings"]

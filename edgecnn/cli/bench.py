@@ -40,8 +40,12 @@ def int_list(value: str | None) -> list[int] | None:
               help="before each batch size, wait until the hottest sensor is at or below C degrees Celsius")
 @click.option("--boards", type=click.IntRange(1), default=1, show_default=True,
               help="with --rpc: time the build on this many boards of the key at once; each board and the spread")
+@click.option("--rounds", type=click.IntRange(1), default=None, metavar="N",
+              help="time the build and its --compare baselines in one process, in N interleaved rounds (a new "
+              "random order each, --seconds or --runs a subject a round): per-round ratios a busy machine "
+              "hits alike")
 def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, out, rpc, key, rpc_timeout,
-              lock_clocks, wait_cool, boards):
+              lock_clocks, wait_cool, boards, rounds):
     """Measure a build's latency per batch size (mean, p50/p90/p99, min, stddev, throughput, memory)."""
     from edgecnn import bench
     from edgecnn.bench import report as benchreport
@@ -55,10 +59,10 @@ def bench_cmd(build_dir, *, batches, warmup, runs, seconds, threads, compare, ou
                                             boards=boards)
     report = bench.bench(build_dir, batches=int_list(batches), warmup=warmup, runs=runs, seconds=seconds,
                          threads=threads, compare=compare, out=out, load=load, device=device,
-                         lock_clocks=lock_clocks, wait_cool=wait_cool, boards=boards)
+                         lock_clocks=lock_clocks, wait_cool=wait_cool, boards=boards, rounds=rounds)
     console.print(benchreport.boards_table(report) if "boards" in report else benchreport.table(report))
     for line in benchreport.device_lines(report):
         console.print(line)
-    for line in benchreport.baseline_lines(report):
+    for line in benchreport.baseline_lines(report) + benchreport.round_lines(report):
         console.print(line)
     console.print(f"report {out or build_dir.rstrip('/') + '/bench.json'}, plot {report['plot']}")

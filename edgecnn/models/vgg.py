@@ -48,21 +48,16 @@ CONFIGS = {"A": [[64], [128], [256, 256], [512, 512], [512, 512]],
            "D": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]}
 
 
-@register
-def vgg11(**cfg) -> VGG:
-    return VGG("A", False, **cfg)
+def _variant(name: str, config: str, batch_norm: bool):
+    """A registered VGG variant: `name(**cfg)` builds configuration `config`."""
+    def make(**cfg) -> VGG:
+        return VGG(config, batch_norm, **cfg)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = f"VGG configuration {config}{', BatchNorm after every conv' if batch_norm else ''}."
+    return register(make)
 
 
-@register
-def vgg11_bn(**cfg) -> VGG:
-    return VGG("A", True, **cfg)
-
-
-@register
-def vgg16(**cfg) -> VGG:
-    return VGG("D", False, **cfg)
-
-
-@register
-def vgg16_bn(**cfg) -> VGG:
-    return VGG("D", True, **cfg)
+# the registered variants: name -> (configuration, BatchNorm)
+VARIANTS = {"vgg11": ("A", False), "vgg11_bn": ("A", True), "vgg16": ("D", False), "vgg16_bn": ("D", True)}
+vgg11, vgg11_bn, vgg16, vgg16_bn = (_variant(name, *v) for name, v in VARIANTS.items())

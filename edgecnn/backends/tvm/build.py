@@ -85,7 +85,8 @@ def lower(mod, spec: dict):
 
 
 def schedule(mod, spec: dict, params: dict | None = None) -> tuple:
-    """Every PrimFunc of a lowered module scheduled by the first rule that takes it (schedules/), with the
+    """Every PrimFunc of a lowered module scheduled by the first rule that takes it (schedules/, on dlight's
+    ApplyDefaultSchedule, one function at a time for its log), with the
     parameters `params` gives for its kernel key (a tuning database), else the rule's defaults.
     Returns (module, [{"name", "key", "rule", "params"} per kernel])."""
     tvm = require_tvm()
@@ -93,13 +94,14 @@ def schedule(mod, spec: dict, params: dict | None = None) -> tuple:
     from edgecnn.backends.tvm.cpu import cpu_info
 
     cpu, params, log = cpu_info(spec), params or {}, []
-    for gv, func in list(mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
-            continue
-        key = schedules.func_key(func)
-        new, rule, used = schedules.schedule_func(func, cpu, params.get(key))
-        mod[gv] = new.with_attr("tirx.is_scheduled", True)
-        log.append({"name": gv.name_hint, "key": key, "rule": rule, "params": used})
+    with tvm.target.Target(spec):
+        for gv, func in list(mod.functions_items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
+                continue
+            key = schedules.func_key(func)
+            new, rule, used = schedules.schedule_func(func, cpu, params.get(key))
+            mod[gv] = new.with_attr("tirx.is_scheduled", True)
+            log.append({"name": gv.name_hint, "key": key, "rule": rule, "params": used})
     return mod, log
 
 

@@ -125,10 +125,13 @@ def native_stderr_muted():
 
 
 def _impl_versions(op: str) -> list[int]:
-    """The opset versions TVM's ONNX converter for `op` implements ([] for an op it lacks or maps directly)."""
+    """The opset versions TVM's ONNX converter for `op` implements ([] for an op it lacks or maps directly).
+    TVM has no public route to them: its private `_get_convert_map` is read as is, so a TVM that renames it
+    fails here (an internal error) instead of turning the opset upgrades off; tests/test_foreign.py checks
+    the map and the converters of the ops upgraded."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    converter = getattr(onnx_frontend, "_get_convert_map", dict)().get(op)
+    converter = onnx_frontend._get_convert_map().get(op)
     return sorted(int(n[len("_impl_v"):]) for n in dir(converter) if n.startswith("_impl_v")) \
         if isinstance(converter, type) else []
 

@@ -28,6 +28,7 @@ a database whose tuned build lost to the defaults compiles the defaults and says
 """
 
 import datetime
+import functools
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +41,22 @@ from edgecnn.backends.tvm.build import require_tvm
 from edgecnn.backends.tvm.tunedb import FORMAT, RECORD, SCHEDULES, VERSION, check, expected, host_cpu
 from edgecnn.core.errors import EdgecnnError
 from edgecnn.core.fileio import atomic_dir, write_json
+from edgecnn.core.rounds import interleaved
 
+# The search's constants. None was swept on its own; the kernel timer was chosen with benchmarks/tune_context.py
+# (which kernel timing predicts the whole model: results/tune_context.json), the rest are budgets of time.
 BATCH = 4  # candidates of one kernel per turn: the next turn may go to another kernel
-KEEP_IF_FASTER = 0.98  # a candidate replaces the best only when clearly faster (the timings are noisy)
-CHECK_ROUNDS = 9  # interleaved rounds (default, tuned) of the whole-model check
-ROUND_S = 0.15  # seconds of back-to-back model runs per build and round
+# a candidate replaces the best only when at least 2% faster (the timings are noisy; a guard, not swept)
+KEEP_IF_FASTER = 0.98
+CHECK_ROUNDS = 9  # interleaved rounds (default, tuned) of the whole-model check: an odd count, a true median
+ROUND_S = 0.15  # seconds of back-to-back model runs per build and round (edgecnn.core.rounds)
+BOARD_MIN_RUNS = 3  # on a board (timed by its own clock, not edgecnn.core.rounds): runs a round at least
+# one kernel's time (Timer.seconds): the best of KERNEL_REPEATS repeats of KERNEL_NUMBER calls, each repeat at
+# least KERNEL_MIN_REPEAT_MS long (TVM's time_evaluator); with the caches flushed, the median of FLUSH_REPEATS
+# single calls (MetaSchedule's way; tune_context.json: the sign of the whole model's change right 59% of the
+# time flushed, 82% alone, so alone is the default)
+KERNEL_NUMBER, KERNEL_REPEATS, KERNEL_MIN_REPEAT_MS, FLUSH_REPEATS = 5, 3, 20, 15
+PROFILE_RUNS = 5  # model runs the per-kernel profile takes the best of
 
 
 def default_db(onnx_path: Path, target: str) -> Path:
@@ -104,8 +116,9 @@ class Timer:
                            target=tvm.target.Target(self.spec))
 
     def seconds(self, func, lib=None, *, flush: bool = False) -> float:
-        """The kernel's best time of 3 repeats (`lib`: the kernel compiled already). flush: median of 15 single
-        runs, the caches flushed of every argument but the first (the input) before each, as MetaSchedule times."""
+        """The kernel's best time of KERNEL_REPEATS repeats (`lib`: the kernel compiled already). flush: median of
+        FLUSH_REPEATS single runs, the caches flushed of every argument but the first (the input) before each, as
+        MetaSchedule times."""
         tvm = self.tvm
         mod = self._load(lib or self.compile(func))
         self.timed += 1
@@ -113,10 +126,11 @@ class Timer:
         args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)), self.device)
                 for p in func.params]
         if flush:
-            evaluate = mod.time_evaluator("main", self.device, number=1, repeat=15,
+            evaluate = mod.time_evaluator("main", self.device, number=1, repeat=FLUSH_REPEATS,
                                           f_preproc="cache_flush_cpu_non_first_arg")
             return float(np.median(evaluate(*args).results))
-        evaluate = mod.time_evaluator("main", self.device, number=5, repeat=3, min_repeat_ms=20)
+        evaluate = mod.time_evaluator("main", self.device, number=KERNEL_NUMBER, repeat=KERNEL_REPEATS,
+                                      min_repeat_ms=KERNEL_MIN_REPEAT_MS)
         return float(min(evaluate(*args).results))
 
     def _load(self, lib):
@@ -256,7 +270,7 @@ class ModelTimer:
                                              .astype(str(p.ty.dtype)), self.device) for p in self.mod["main"].params]
         return vm
 
-    def profile(self, params: dict, runs: int = 5) -> dict[str, float]:
+    def profile(self, params: dict, runs: int = PROFILE_RUNS) -> dict[str, float]:
         """Kernel name -> microseconds per model run (best of `runs`), timed around each call by the VM's
         instrument (bytecode: the compiled VM calls no instrument)."""
         vm = self.vm(params, "bytecode")
@@ -282,28 +296,13 @@ class ModelTimer:
         return best
 
     def interleaved_ms(self, vms: dict, rounds: int = CHECK_ROUNDS) -> dict[str, float]:
-        """Each build's median over `rounds` of its runs' median in the round (builds alternating, order flipped
-        each round, so that a busy moment hits both alike)."""
+        """Each build's median over `rounds` of its runs' median in the round (edgecnn.core.rounds: builds in a
+        new random order each round, so that a busy moment hits both alike; on a board: _interleaved_on_board)."""
         if self.board:
             return self._interleaved_on_board(vms, rounds)
-        main = {name: vm["main"] for name, vm in vms.items()}
-        for f in main.values():
-            for _ in range(3):
-                f(*self.input)
-        t0 = time.perf_counter()
-        next(iter(main.values()))(*self.input)
-        runs = max(3, int(ROUND_S / max(time.perf_counter() - t0, 1e-6)))
-        per_round: dict[str, list[float]] = {name: [] for name in main}
-        order = list(main)
-        for r in range(rounds):
-            for name in order if r % 2 == 0 else order[::-1]:
-                times = []
-                for _ in range(runs):  # each run timed: a median, not a mean that another process's slice decides
-                    t0 = time.perf_counter()
-                    main[name](*self.input)
-                    times.append(time.perf_counter() - t0)
-                per_round[name].append(float(np.median(times)) * 1e3)
-        return {name: float(np.median(v)) for name, v in per_round.items()}
+        medians, _ = interleaved({name: functools.partial(vm["main"], *self.input) for name, vm in vms.items()},
+                                 rounds=rounds, seconds=ROUND_S)
+        return {name: float(np.median(v)) for name, v in medians.items()}
 
 
     def _interleaved_on_board(self, vms: dict, rounds: int) -> dict[str, float]:
@@ -315,7 +314,8 @@ class ModelTimer:
 
         for vm in vms.values():
             vm.set_input("main", *self.input)
-        runs = max(3, int(ROUND_S * 1e3 / max(median_ms(next(iter(vms.values())), 3), 1e-6)))
+        first_ms = median_ms(next(iter(vms.values())), BOARD_MIN_RUNS)
+        runs = max(BOARD_MIN_RUNS, int(ROUND_S * 1e3 / max(first_ms, 1e-6)))
         per_round: dict[str, list[float]] = {name: [] for name in vms}
         order = list(vms)
         for r in range(rounds):

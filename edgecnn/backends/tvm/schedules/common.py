@@ -1,14 +1,43 @@
 """Helpers shared by the rules: block queries, vector splits, register tiles, epilogues, padding."""
 
-from tvm.tirx import IterVar
+from tvm.s_tir.dlight import SBlockInfo, try_inline
+from tvm.s_tir.dlight.analysis import get_sblock_info
 
 from edgecnn.backends.tvm.legalize import KIND
 from edgecnn.backends.tvm.cpu import CpuInfo
 
-SPATIAL, REDUCE = IterVar.DataPar, IterVar.CommReduce  # the iteration kinds of a block's iter_vars
-# estimated single-thread ns below which a kernel runs on one thread: a fork-join costs ~2-3 us on an
-# idle machine and much more on a busy one (thresholds of 8, 20 and 60 us measured the same)
-PARALLEL_MIN_NS = 20000
+# The rules' constants. "Measured" means: untuned builds timed against ONNX Runtime with
+# benchmarks/tvm_vs_ort.py on a 2-core AMD Zen 5 (AVX-512) when the rules were written (commit 8648766); the
+# parameters a tuner searches (schedules' space()) start from them and `edgecnn tune` measures around them.
+
+# estimated single-thread work below which a kernel runs on one thread: a fork-join costs ~2-3 us on an
+# idle machine and much more on a busy one (measured: thresholds of 8, 20 and 60 us gave the same model times)
+PARALLEL_MIN_NS = 20_000
+# the work estimate's rate: multiply-adds per ns per float32 lane, ~3 GHz x one vector FMA a cycle (a rough
+# count, not measured on its own: PARALLEL_MIN_NS was measured through it)
+MACS_PER_LANE_NS = 3
+# the narrowest vector split off: 4 float32 lanes, 128 bits (SSE, NEON); the rules try lanes, lanes/2, lanes/4
+MIN_VL = 4
+# vectors in one conv register tile's channel block at most (4 x 16 lanes = 64 channels on AVX-512): more
+# leave too few registers for a row of pixels; a bound on the search space, not measured on its own
+MAX_NVEC = 4
+# vectors of a register tile unrolled at its write-out at most: LLVM keeps a tile up to this size in
+# registers; not measured on its own (no default tile reaches it: registers <= 32)
+MAX_UNROLL = 64
+
+# Register tiles (the conv rules, int8's too, and the GEMV's vector count)
+# registers a conv tile keeps free beside its accumulators and weight vectors: the broadcast input value and
+# one temporary (not measured on its own)
+SPARE_REGISTERS = 2
+# pixels in a register tile at most: the pixel loop is unrolled, and 32 covers a 28-wide row; a bound on
+# code size and the search space, not measured on its own
+MAX_XB = 32
+# registers the default leaves out of the accumulator count (the weight vectors, the broadcast input): more
+# accumulators gain nothing once FMA latency x ports (8-10 on AVX-512) is covered; measured best 14 pixels x
+# 2 vectors = 28 = 32 - 4 on AVX-512
+RESERVED_REGISTERS = 4
+# the search skips tiles with fewer accumulators: they cannot hide the FMA latency (see RESERVED_REGISTERS)
+MIN_ACCUMULATORS = 4
 
 
 def top_blocks(sch):
@@ -20,8 +49,9 @@ def block_kind(sch, b):
     return str(kind) if kind is not None else None
 
 
-def iter_kinds(sch, b):
-    return [int(iv.iter_type) for iv in sch.get(b).iter_vars]
+def iter_kinds(sch, b) -> str:
+    """dlight's iteration kinds of the block, one letter an iter_var: "SSSR" (S spatial, R reduction)."""
+    return get_sblock_info(sch, b).dom_kind()
 
 
 def iter_extents(sch, b):
@@ -47,13 +77,13 @@ def prod(xs):
     return out
 
 
-def vector_choices(c: int, lanes: int, max_nvec: int = 4, group: int = 0):
+def vector_choices(c: int, lanes: int, max_nvec: int = MAX_NVEC, group: int = 0):
     """(vl, nvec) with vl * nvec dividing c: full vectors first, then half and quarter ones; a channel
     count that no 4-lane vector divides (1, 3, 6, 10) is one short vector of c lanes. With `group` (grouped
     conv: output channels per group), vl divides it, so that a vector reads one input channel: 1x1 with
     groups of 8 channels ran at 4 GFLOP/s with 16-lane vectors gathering across groups."""
     group = group if group and group < c else 0
-    out = [(vl, k) for vl in (lanes, lanes // 2, lanes // 4) if vl >= 4 and c % vl == 0
+    out = [(vl, k) for vl in (lanes, lanes // 2, lanes // 4) if vl >= MIN_VL and c % vl == 0
            and (not group or group % vl == 0)
            for k in range(1, max_nvec + 1) if c % (vl * k) == 0]
     return out or [(c, 1)] if c <= lanes else out or [(largest_divisor(c, lanes), 1)]
@@ -71,7 +101,7 @@ def split_vectors(sch, loop, vl, nvec):
     return outer, tile
 
 
-def vectorize_tile(sch, block, depth, vl, *, max_unroll: int = 64):
+def vectorize_tile(sch, block, depth, vl, *, max_unroll: int = MAX_UNROLL):
     """The loops of `block` below `depth` form a register tile: vectorize the innermost by `vl`,
     unroll the loops around it up to `max_unroll` vectors (so that LLVM keeps the tile in registers)."""
     loops = sch.get_loops(block)[depth:]
@@ -80,7 +110,7 @@ def vectorize_tile(sch, block, depth, vl, *, max_unroll: int = 64):
     inner = loops[-1]
     n = extent(sch, inner)
     rest = list(loops[:-1])
-    vl = next((v for v in (vl, vl // 2, vl // 4) if v >= 4 and n % v == 0), n)
+    vl = next((v for v in (vl, vl // 2, vl // 4) if v >= MIN_VL and n % v == 0), n)
     if n > vl:
         o, inner = sch.split(inner, [None, vl])
         rest.append(o)
@@ -95,9 +125,10 @@ def vectorize_tile(sch, block, depth, vl, *, max_unroll: int = 64):
 
 
 def worth_parallel(macs: int, cpu: CpuInfo, efficiency: float = 1.0) -> bool:
-    """A thread-pool launch costs ~2-3 us (fork-join, more on a busy machine): worth it from PARALLEL_MIN_NS of
-    single-thread work, estimated at `efficiency` x (lanes x 3) multiply-adds per ns."""
-    return cpu.cores > 1 and macs / (cpu.lanes * 3 * efficiency) > PARALLEL_MIN_NS
+    """A thread-pool launch costs ~2-3 us (fork-join, more on a busy machine): worth it from PARALLEL_MIN_NS
+    (20 us) of single-thread work, estimated at `efficiency` x lanes x MACS_PER_LANE_NS multiply-adds per ns
+    (`efficiency`: the kernel's rate against a register-tiled conv's, 1.0)."""
+    return cpu.cores > 1 and macs / (cpu.lanes * MACS_PER_LANE_NS * efficiency) > PARALLEL_MIN_NS
 
 
 def parallel_outer(sch, loops, parallel: bool):
@@ -109,14 +140,10 @@ def parallel_outer(sch, loops, parallel: bool):
 
 
 def inline_all(sch, blocks):
-    """compute_inline each block that allows it; returns the blocks left."""
-    left = []
-    for b in blocks:
-        try:
-            sch.compute_inline(b)
-        except Exception:  # a reduction, or an output: stays a loop nest
-            left.append(b)
-    return left
+    """dlight's try_inline: compute_inline (else reverse_compute_inline) each block that allows it, until none
+    does; returns the blocks left (a reduction, an output) in their order."""
+    infos = [SBlockInfo(sch.get(b).name_hint, [], b) for b in blocks]
+    return [info.block_rv for info in try_inline(sch, infos)]
 
 
 def blocks_around(sch, anchor):
@@ -127,10 +154,12 @@ def blocks_around(sch, anchor):
 
 
 def split_pads(sch, anchor):
-    """(pad blocks, other producers) before `anchor` (block RVs compare by identity: go by name)."""
+    """(pad blocks, other producers) before `anchor`. A pad block by structure (dlight's is_data_pad): spatial,
+    one buffer read into one of the same rank, not elementwise, an if_then_else in its body (the bounds test;
+    int8's shifted pad adds 128 around it). A concatenation reads two or more."""
     before, _ = blocks_around(sch, anchor)
-    is_pad = [sch.get(b).name_hint.startswith("pad") for b in before]
-    return [b for b, p in zip(before, is_pad) if p], [b for b, p in zip(before, is_pad) if not p]
+    pads = [get_sblock_info(sch, b).is_data_pad(sch) for b in before]
+    return [b for b, p in zip(before, pads) if p], [b for b, p in zip(before, pads) if not p]
 
 
 def epilogue_of(sch, anchor):
@@ -142,7 +171,7 @@ def epilogue_of(sch, anchor):
     for b in after[:-1]:
         sch.compute_inline(b)
     last = after[-1]
-    if REDUCE in iter_kinds(sch, last):
+    if "R" in iter_kinds(sch, last):
         raise ValueError("reduction after the anchor")
     return last
 
@@ -191,7 +220,7 @@ def vectorize_copy(sch, block, cpu):
     if extent(sch, inner) < cpu.lanes and len(loops) >= 2:  # few channels: vectorize (x, c) together
         inner = sch.fuse(loops[-2], inner)
     n = extent(sch, inner)
-    for vl in (cpu.lanes, cpu.lanes // 2, 4):
+    for vl in (cpu.lanes, cpu.lanes // 2, MIN_VL):
         if n >= vl and n % vl == 0:
             _, inner = sch.split(inner, [None, vl])
             sch.vectorize(inner)

@@ -1,10 +1,21 @@
 """Convolution rules: direct NHWC conv (1x1 as a GEMM over pixels) and depthwise."""
 
 from edgecnn.backends.tvm.legalize import GROUP_OC
-from edgecnn.backends.tvm.schedules.common import (Rule, accumulate_in_registers, anchor_block, divisors,
-                                                   epilogue_of, flatten_pixels, inline_all, iter_extents,
+from edgecnn.backends.tvm.schedules.common import (MAX_XB, MIN_ACCUMULATORS, MIN_VL, RESERVED_REGISTERS,
+                                                   SPARE_REGISTERS, Rule, accumulate_in_registers, anchor_block,
+                                                   divisors, epilogue_of, flatten_pixels, inline_all, iter_extents,
                                                    parallel_outer, place_pad, split_pads, split_vectors,
                                                    vector_choices, vectorize_tile, worth_parallel)
+
+# Conv tiles (see common.py for what "measured" means here).
+# input channels up to which the search also tries the reduction loops unrolled (stems: 1-3 channels); the
+# default keeps them rolled: unrolling the 3x3x3 stem was 2x slower (measured)
+UNROLL_K_MAX_IC = 8
+# depthwise: up to 8 pixels a tile, one vector of channels where a vector has 8+ lanes, two on 4-lane CPUs
+# (measured on Zen 5, with the channel blocks outermost: Depthwise.default)
+DEPTHWISE_MAX_XB, DEPTHWISE_NVEC_WIDE, DEPTHWISE_NVEC_NARROW = 8, 1, 2
+# a depthwise multiply-add loads its own weight: about half a conv's rate (worth_parallel's efficiency)
+DEPTHWISE_EFFICIENCY = 0.5
 
 
 class Conv2D(Rule):
@@ -43,7 +54,7 @@ class Conv2D(Rule):
         out = []
         for vl, nvec in vector_choices(ctx["oc"], cpu.lanes, group=ctx.get("group_oc", ctx["oc"])):
             for xb in divisors(self._width(ctx)):
-                if xb * nvec + nvec + 2 <= cpu.registers and xb <= 32:
+                if xb * nvec + nvec + SPARE_REGISTERS <= cpu.registers and xb <= MAX_XB:
                     out.append((vl, nvec, xb))
         return out
 
@@ -51,7 +62,7 @@ class Conv2D(Rule):
         # full vectors first (a half vector doubles the FMAs), then the most accumulators that fit
         # (FMA latency x ports needs >= 8-10; measured best: 14 x 2 on AVX-512), then more vectors;
         # reduction loops stay rolled (unrolling the 3x3x3 stem: 2x slower)
-        cap = cpu.registers - 4
+        cap = cpu.registers - RESERVED_REGISTERS
         vl, nvec, xb = max(self._tiles(ctx, cpu), key=lambda t: (t[0], min(t[1] * t[2], cap), t[1]))
         return {"vl": vl, "nvec": nvec, "xb": xb, "pad": "tile", "parallel": worth_parallel(ctx["macs"], cpu),
                 "unroll_k": False}
@@ -59,8 +70,8 @@ class Conv2D(Rule):
     def space(self, ctx, cpu):
         pads = ("tile", "inline", "full") if ctx["has_pad"] else ("tile",)
         return [{"vl": vl, "nvec": nv, "xb": xb, "pad": pad, "unroll_k": uk, "parallel": par}
-                for vl, nv, xb in self._tiles(ctx, cpu) if nv * xb >= 4
-                for pad in pads for uk in ((False, True) if ctx["ic"] <= 8 else (False,))
+                for vl, nv, xb in self._tiles(ctx, cpu) if nv * xb >= MIN_ACCUMULATORS
+                for pad in pads for uk in ((False, True) if ctx["ic"] <= UNROLL_K_MAX_IC else (False,))
                 for par in ((False, True) if cpu.cores > 1 else (False,))]
 
     def apply(self, sch, ctx, p, cpu):
@@ -113,16 +124,17 @@ class Depthwise(Conv2D):
 
     def _tiles(self, ctx, cpu):
         return [(vl, nvec, xb) for vl, nvec in vector_choices(ctx["oc"], cpu.lanes)
-                for xb in divisors(ctx["ow"]) if xb * nvec + 4 <= cpu.registers and xb <= 32]
+                for xb in divisors(ctx["ow"]) if xb * nvec + RESERVED_REGISTERS <= cpu.registers and xb <= MAX_XB]
 
     def default(self, ctx, cpu):
         # measured (Zen 5): one full vector of channels x up to 8 pixels, channel blocks outermost (2x
         # faster on 576-960 channels, never slower), the padding test inline
         tiles = self._tiles(ctx, cpu)
-        want = 1 if cpu.lanes >= 8 else 2
-        vl, nvec, xb = max(tiles, key=lambda t: (t[0], -abs(t[1] - want), t[2] if t[2] <= 8 else -t[2]))
+        want = DEPTHWISE_NVEC_WIDE if cpu.lanes >= 2 * MIN_VL else DEPTHWISE_NVEC_NARROW
+        vl, nvec, xb = max(tiles, key=lambda t: (t[0], -abs(t[1] - want),
+                                                 t[2] if t[2] <= DEPTHWISE_MAX_XB else -t[2]))
         return {"vl": vl, "nvec": nvec, "xb": xb, "pad": "inline", "c_outer": True,
-                "parallel": worth_parallel(ctx["macs"], cpu, 0.5)}
+                "parallel": worth_parallel(ctx["macs"], cpu, DEPTHWISE_EFFICIENCY)}
 
     def space(self, ctx, cpu):
         pads = ("tile", "inline", "full") if ctx["has_pad"] else ("tile",)

@@ -1,7 +1,14 @@
 """Elementwise / injective kernels and the fallback that leaves no kernel as plain loops."""
 
-from edgecnn.backends.tvm.schedules.common import (REDUCE, SPATIAL, Rule, extent, inline_all, iter_extents,
+from edgecnn.backends.tvm.schedules.common import (MIN_VL, Rule, extent, inline_all, iter_extents,
                                                    iter_kinds, parallel_outer, prod, top_blocks, worth_parallel)
+
+# worth_parallel's efficiency of a copy (a transpose, a concatenation, an add): memory-bound, about a quarter of a
+# conv's multiply-add rate; of the Fallback's plain loop nests: a tenth (rough counts, not measured on their own)
+COPY_EFFICIENCY, LOOPS_EFFICIENCY = 0.25, 0.1
+# an odd innermost extent up to this many vectors is one short vector (DenseNet's concatenations); longer, it is
+# split into vectors of 8, 4 or 2 lanes (not measured on its own)
+SHORT_VECTOR_MAX_VECTORS = 2
 
 
 class Injective(Rule):
@@ -12,7 +19,7 @@ class Injective(Rule):
 
     def match(self, sch, func):
         blocks = top_blocks(sch)
-        if not blocks or any(REDUCE in iter_kinds(sch, b) for b in blocks):
+        if not blocks or any("R" in iter_kinds(sch, b) for b in blocks):
             return None
         return {"work": max(prod(iter_extents(sch, b)) for b in blocks)}
 
@@ -36,22 +43,22 @@ def schedule_elementwise(sch, block, cpu):
     work = prod([extent(sch, lp) for lp in loops])
     inner = loops[-1]
     e = extent(sch, inner)
-    vl = next((v for v in (cpu.lanes, cpu.lanes // 2, 4) if v >= 4 and e % v == 0), None)
-    if vl is None and e >= 4:  # an odd channel count (DenseNet's concatenations): one short vector, or pairs
-        vl = e if e <= 2 * cpu.lanes else next((v for v in (8, 4, 2) if e % v == 0), None)
+    vl = next((v for v in (cpu.lanes, cpu.lanes // 2, MIN_VL) if v >= MIN_VL and e % v == 0), None)
+    if vl is None and e >= MIN_VL:  # an odd channel count (DenseNet's concatenations): one short vector, or pairs
+        vl = e if e <= SHORT_VECTOR_MAX_VECTORS * cpu.lanes else next((v for v in (8, 4, 2) if e % v == 0), None)
     outer = loops[:-1]
     if vl:
         if e > vl:
             o, inner = sch.split(inner, [None, vl])
             outer.append(o)
         sch.vectorize(inner)
-    elif e < 4 and outer and extent(sch, outer[-1]) % cpu.lanes == 0:
+    elif e < MIN_VL and outer and extent(sch, outer[-1]) % cpu.lanes == 0:
         wo, wi = sch.split(outer[-1], [None, cpu.lanes])
         sch.reorder(wo, inner, wi)
         sch.unroll(inner)
         sch.vectorize(wi)
         outer = outer[:-1] + [wo]
-    if outer and worth_parallel(work, cpu, 0.25):
+    if outer and worth_parallel(work, cpu, COPY_EFFICIENCY):
         parallel_outer(sch, outer[:2] if len(outer) > 2 else outer, True)
 
 
@@ -72,10 +79,10 @@ class Fallback(Rule):
         left = inline_all(sch, blocks[:-1]) + [blocks[-1]]
         for b in left:
             kinds = iter_kinds(sch, b)
-            if REDUCE not in kinds:
+            if "R" not in kinds:
                 schedule_elementwise(sch, b, cpu)
                 continue
             loops = sch.get_loops(b)
-            sp = [lp for lp, k in zip(loops, kinds) if k == SPATIAL][:kinds.index(REDUCE)]
+            sp = [lp for lp, k in zip(loops, kinds) if k == "S"][:kinds.index("R")]
             if sp and len(loops) == len(kinds):
-                parallel_outer(sch, sp, worth_parallel(prod(iter_extents(sch, b)), cpu, 0.1))
+                parallel_outer(sch, sp, worth_parallel(prod(iter_extents(sch, b)), cpu, LOOPS_EFFICIENCY))

@@ -2,10 +2,19 @@
 
 from tvm import tirx
 
-from edgecnn.backends.tvm.schedules.common import (REDUCE, Rule, accumulate_in_registers, blocks_around,
+from edgecnn.backends.tvm.schedules.common import (RESERVED_REGISTERS, Rule, accumulate_in_registers, blocks_around,
                                                    epilogue_of, inline_all, iter_extents, iter_kinds, parallel_outer,
                                                    prod, split_vectors, top_blocks, vector_choices, vectorize_tile,
                                                    worth_parallel)
+
+# a GEMV's output block up to this many vectors wide: it streams its weight rows (measured: 1000 outputs in
+# 200-wide blocks ran 3x faster than 8-wide)
+MAX_BLOCK_VECTORS = 16
+# reductions of up to this many elements are unrolled (a 2x2 or 3x3 pool window, not a global mean; not
+# measured on its own)
+UNROLL_REDUCTION_MAX = 16
+# a pool or a mean is memory-bound: a quarter of a conv's multiply-add rate (worth_parallel; a rough count)
+REDUCE_EFFICIENCY = 0.25
 
 
 class InnerSpatialReduction(Rule):
@@ -17,14 +26,12 @@ class InnerSpatialReduction(Rule):
     name = "inner_spatial_reduction"
 
     def match(self, sch, func):
-        reds = [b for b in top_blocks(sch) if REDUCE in iter_kinds(sch, b)]
+        reds = [b for b in top_blocks(sch) if "R" in iter_kinds(sch, b)]
         if len(reds) != 1:
             return None
         kinds = iter_kinds(sch, reds[0])
-        if REDUCE not in kinds or kinds.index(REDUCE) == 0:
-            return None
-        nsp = kinds.index(REDUCE)
-        if any(k != REDUCE for k in kinds[nsp:]):
+        nsp = kinds.find("R")
+        if nsp <= 0 or set(kinds[nsp:]) != {"R"}:
             return None
         blk = sch.get(reds[0])
         inner_var = blk.iter_vars[nsp - 1].var
@@ -34,18 +41,17 @@ class InnerSpatialReduction(Rule):
         return {"nsp": nsp, "inner": ext[nsp - 1], "work": prod(ext), "red": prod(ext[nsp:])}
 
     def default(self, ctx, cpu):
-        # wide blocks: a GEMV streams its weight rows (1000 outputs: 200-wide blocks 3x faster than 8)
-        cands = vector_choices(ctx["inner"], cpu.lanes, cpu.registers - 4)
-        vl, nvec = max(cands, key=lambda t: (min(t[0] * t[1], 16 * cpu.lanes), t[0]))
-        return {"vl": vl, "nvec": nvec, "parallel": worth_parallel(ctx["work"], cpu, 0.25)}
+        cands = vector_choices(ctx["inner"], cpu.lanes, cpu.registers - RESERVED_REGISTERS)
+        vl, nvec = max(cands, key=lambda t: (min(t[0] * t[1], MAX_BLOCK_VECTORS * cpu.lanes), t[0]))
+        return {"vl": vl, "nvec": nvec, "parallel": worth_parallel(ctx["work"], cpu, REDUCE_EFFICIENCY)}
 
     def space(self, ctx, cpu):
         return [{"vl": vl, "nvec": nv, "parallel": par}
-                for vl, nv in vector_choices(ctx["inner"], cpu.lanes, cpu.registers - 4)
+                for vl, nv in vector_choices(ctx["inner"], cpu.lanes, cpu.registers - RESERVED_REGISTERS)
                 for par in ((False, True) if cpu.cores > 1 else (False,))]
 
     def apply(self, sch, ctx, p, cpu):
-        red = [b for b in top_blocks(sch) if REDUCE in iter_kinds(sch, b)][0]
+        red = [b for b in top_blocks(sch) if "R" in iter_kinds(sch, b)][0]
         before, _ = blocks_around(sch, red)
         inline_all(sch, before)
         out = epilogue_of(sch, red)
@@ -54,7 +60,7 @@ class InnerSpatialReduction(Rule):
         vo, tile = split_vectors(sch, sp[-1], p["vl"], p["nvec"])
         sch.reorder(*sp[:-1], vo, *rd, *tile)
         outer = parallel_outer(sch, [*sp[:-1], vo], p["parallel"])
-        if ctx["red"] <= 16:
+        if ctx["red"] <= UNROLL_REDUCTION_MAX:
             for r in rd:
                 sch.unroll(r)
         out = accumulate_in_registers(sch, red, out, outer)
