@@ -85,12 +85,27 @@ def _dequantize(call):
     return relax.op.multiply(x, relax.const(params[0], "float32"))
 
 
+def vector_rounding() -> None:
+    """Let TIR vectorize `nearbyint` (the quantize's round half to even): TVM 0.27 does not mark it
+    vectorizable, so every requantizing epilogue was scalarized and LLVM re-vectorized it at its preferred
+    256 bits on AVX-512. llvm.nearbyint on a vector is exact (vrndscaleps, ARM frintx)."""
+    import tvm
+
+    if not _VECTOR_ROUNDING:
+        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
+        _VECTOR_ROUNDING.append(True)
+
+
+_VECTOR_ROUNDING: list = []
+
+
 def qdq_to_elementwise(mod):
     """Per-tensor quantize/dequantize as plain elementwise ops (R.quantize has no layout inference:
     an NHWC int8 graph otherwise gets a transpose pair around every Q/DQ)."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+    vector_rounding()
     for name, rewrite in (("relax.quantize", _quantize), ("relax.dequantize", _dequantize)):
         pattern = is_op(name)(wildcard(), is_const(), is_const())
         mod["main"] = rewrite_call(pattern, lambda call, _, f=rewrite: f(call), mod["main"])
