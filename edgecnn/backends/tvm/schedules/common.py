@@ -199,6 +199,12 @@ def anchor_block(sch, kind):
     return found[0] if len(found) == 1 else None
 
 
+def anchor(sch, kind):
+    """(the function's one `kind` block, its iteration extents, the block itself), or None without one."""
+    block = anchor_block(sch, kind)
+    return None if block is None else (block, iter_extents(sch, block), sch.get(block))
+
+
 def place_pad(sch, pads, at_loop, *, mode, cpu, parallel):
     """Padding: "inline" (bounds test in the inner loop), "tile" (the padded input window of a tile
     copied under `at_loop`), "full" (the whole padded input first, parallel)."""
@@ -229,9 +235,15 @@ def vectorize_copy(sch, block, cpu):
 
 class Rule:
     name = "rule"
+    kind = ""  # a kernel kind (legalize.KIND): the rule matches functions with one block of that kind
 
     def match(self, sch, func):
         """An analysis dict when this rule schedules `func`, else None."""
+        found = anchor(sch, self.kind) if self.kind else None
+        return None if found is None else self.match_anchor(sch, *found)
+
+    def match_anchor(self, sch, block, extents, sblock):
+        """match, given the function's anchor block: its iteration extents and the block itself."""
         raise NotImplementedError
 
     def default(self, ctx, cpu: CpuInfo) -> dict:

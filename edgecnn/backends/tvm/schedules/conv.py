@@ -3,7 +3,7 @@
 from edgecnn.backends.tvm.legalize import GROUP_OC
 from edgecnn.backends.tvm.schedules.common import (MAX_XB, MIN_ACCUMULATORS, MIN_VL, RESERVED_REGISTERS,
                                                    SPARE_REGISTERS, Rule, accumulate_in_registers, anchor_block,
-                                                   divisors, epilogue_of, flatten_pixels, inline_all, iter_extents,
+                                                   divisors, epilogue_of, flatten_pixels, inline_all,
                                                    parallel_outer, place_pad, split_pads, split_vectors,
                                                    vector_choices, vectorize_tile, worth_parallel)
 
@@ -30,12 +30,7 @@ class Conv2D(Rule):
     name = "conv2d_nhwc"
     kind = "conv2d_nhwc"
 
-    def match(self, sch, func):
-        conv = anchor_block(sch, self.kind)
-        if conv is None:
-            return None
-        ext = iter_extents(sch, conv)
-        blk = sch.get(conv)
+    def match_anchor(self, sch, conv, ext, blk):
         pads, _ = split_pads(sch, conv)
         n, oh, ow, oc, kh, kw = ext[:6]
         ic = ext[6] if len(ext) > 6 else 1

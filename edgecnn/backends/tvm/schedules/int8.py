@@ -10,9 +10,9 @@ activation, the next layer's quantize) runs as the tile is written, so the outpu
 from tvm.script import tirx as T
 
 from edgecnn.backends.tvm.legalize import DOT_INTRIN
-from edgecnn.backends.tvm.schedules.common import (Rule, accumulate_in_registers, anchor_block, divisors,
-                                                   iter_extents, parallel_outer, place_pad, vectorize_tile,
-                                                   worth_parallel)
+from edgecnn.backends.tvm.schedules.common import (MAX_NVEC, MAX_XB, MIN_ACCUMULATORS, RESERVED_REGISTERS,
+                                                   SPARE_REGISTERS, Rule, accumulate_in_registers, divisors,
+                                                   parallel_outer, place_pad, vectorize_tile, worth_parallel)
 from edgecnn.backends.tvm.schedules.conv import prepare
 
 
@@ -103,30 +103,26 @@ class DotConv2D(Rule):
     name = "conv2d_nhwc_dot"
     kind = "conv2d_nhwc_dot"
 
-    def match(self, sch, func):
-        conv = anchor_block(sch, self.kind)
-        if conv is None:
-            return None
-        n, oh, ow, oc, kh, kw, icq, _ = iter_extents(sch, conv)
-        blk = sch.get(conv)
+    def match_anchor(self, sch, conv, extents, blk):
+        n, oh, ow, oc, kh, kw, icq, _ = extents
         lanes = int(blk.reads[-1].source.shape[-1 if not blk.annotations[DOT_INTRIN] else -2])
         return {"n": n, "oh": oh, "ow": ow, "oc": oc, "lanes": lanes, "intrin": str(blk.annotations[DOT_INTRIN]),
                 "macs": n * oh * ow * oc * kh * kw * icq * 4}
 
     def _tiles(self, ctx, cpu):
-        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + 2 spare registers."""
+        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + SPARE_REGISTERS (common.py)."""
         blocks = ctx["oc"] // ctx["lanes"]
-        return [(nv, xb) for nv in divisors(blocks) if nv <= 4 for xb in divisors(ctx["ow"])
-                if xb * nv + nv + 2 <= cpu.registers and xb <= 32]
+        return [(nv, xb) for nv in divisors(blocks) if nv <= MAX_NVEC for xb in divisors(ctx["ow"])
+                if xb * nv + nv + SPARE_REGISTERS <= cpu.registers and xb <= MAX_XB]
 
     def default(self, ctx, cpu):
-        cap = cpu.registers - 4
+        cap = cpu.registers - RESERVED_REGISTERS
         nvec, xb = max(self._tiles(ctx, cpu), key=lambda t: (min(t[0] * t[1], cap), t[0]))
         # int8 dot products do ~4x the multiply-adds of fp32 FMAs per instruction
         return {"nvec": nvec, "xb": xb, "parallel": worth_parallel(ctx["macs"], cpu, 4.0)}
 
     def space(self, ctx, cpu):
-        return [{"nvec": nv, "xb": xb, "parallel": par} for nv, xb in self._tiles(ctx, cpu) if nv * xb >= 4
+        return [{"nvec": nv, "xb": xb, "parallel": par} for nv, xb in self._tiles(ctx, cpu) if nv * xb >= MIN_ACCUMULATORS
                 for par in ((False, True) if cpu.cores > 1 else (False,))]
 
     def apply(self, sch, ctx, p, cpu):
