@@ -29,9 +29,13 @@ import yaml  # noqa: E402
 
 from edgecnn.core.fileio import write_json  # noqa: E402
 from edgecnn.core.progress import console  # noqa: E402
-from tvm_vs_ort import MODELS, RESULTS, machine, make_onnx, measure  # noqa: E402
+from tvm_vs_ort import MODELS, machine, make_onnx, measure  # noqa: E402
+from tvm_vs_ort import RESULTS as RESULTS_DIR  # noqa: E402
 
 CACHE = ROOT / ".cache" / "int8"
+RESULTS = RESULTS_DIR / "int8.json"
+MARKERS = ("<!-- int8-speed:start -->", "<!-- int8-speed:end -->")
+GOAL_VS_ORT_INT8, GOAL_VS_TVM_FP32 = 1.0, 0.5  # issue 24: TVM int8 <= ORT int8; <= 0.5x TVM fp32 at 224 (VNNI)
 DEFAULT_MODELS = "mobilenet_v2_224,mobilenet_v1_224,mobilenet_v2_28,lenet5_28"
 
 
@@ -137,6 +141,31 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def verdict(ratio: float, goal: float) -> str:
+    return f"{ratio:.2f}x" + ("" if ratio <= goal else " **missed**")
+
+
+def markdown(report: dict) -> str:
+    """README.md's int8-speed block: each model's medians, its two ratios against their goals, the machine."""
+    lines = ["| model | input | ORT fp32 | ORT int8 (its form) | TVM fp32 | TVM int8 | TVM int8 / ORT int8 "
+             f"(goal <= {GOAL_VS_ORT_INT8}x) | TVM int8 / TVM fp32 (goal <= {GOAL_VS_TVM_FP32}x at 224) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        ms, ratio = r["median_ms"], r["ratios"]
+        vs_fp32 = ratio["tvm int8 / tvm fp32"]
+        lines.append(f"| {r['model']} | {'x'.join(map(str, r['input'][1:]))} | "
+                     + " | ".join(f"{ms[k]:.3f} ms" for k in ("ort fp32", "ort int8", "tvm fp32", "tvm int8"))
+                     + f" | {verdict(ratio['tvm int8 / ort int8'], GOAL_VS_ORT_INT8)} | "
+                     + (verdict(vs_fp32, GOAL_VS_TVM_FP32) if r["input"][-1] >= 224 else f"{vs_fp32:.2f}x") + " |")
+    m = report["machine"]
+    return "\n".join(lines) + (
+        f"\n\n`benchmarks/int8.py` ({RESULTS.name}, {RESULTS.with_suffix('.png').name}): medians of "
+        f"{report['repeats']} interleaved rounds, batch 1, {report['threads']} threads each, random weights, on "
+        f"{m['cpu']['model_name']} ({m['cpu']['llvm_cpu']}; TVM int8 path: {report['int8_path']}); 1-minute load "
+        f"average {m['load_avg_1min_start']:.1f} at the start, {m['load_avg_1min_end']:.1f} at the end. A ratio "
+        "over its goal is marked **missed**.")
+
+
 def main() -> None:
     from edgecnn.backends.tvm import build
     from edgecnn.backends.tvm.cpu import int8_path
@@ -148,7 +177,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--seconds", type=float, default=0.3)
     ap.add_argument("--fakequant", action="store_true", help="also the float fake-quant TVM int8 build")
-    ap.add_argument("--out", default=str(RESULTS / "int8.json"))
+    ap.add_argument("--out", default=str(RESULTS), help="(the default also rewrites README.md's int8-speed block)")
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     path = int8_path(build.resolve_target(targets.load("host")))
@@ -160,6 +189,10 @@ def main() -> None:
     write_json(out, report)
     plot(report, out.with_suffix(".png"))
     console.print(f"wrote {out} and {out.with_suffix('.png').name}")
+    if out.resolve() == RESULTS.resolve():
+        from readme import replace_block
+
+        replace_block(ROOT / "README.md", MARKERS, markdown(report))
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def test_no_readme_block_written_by_a_benchmark_is_empty():
         assert writers, f"no script in benchmarks/ writes README.md's {name} block"
 
 
-@pytest.mark.parametrize("script", ["quant_table", "model_table", "demo"])
+@pytest.mark.parametrize("script", ["quant_table", "model_table", "demo", "int8"])
 def test_a_benchmark_table_is_the_one_its_json_gives(script, monkeypatch):
     """README.md's block of benchmarks/SCRIPT.py is what the script writes from its results: a hand edit fails."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
