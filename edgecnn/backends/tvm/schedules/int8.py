@@ -10,7 +10,7 @@ activation, the next layer's quantize) runs as the tile is written, so the outpu
 from tvm.script import tirx as T
 
 from edgecnn.backends.tvm.legalize import DOT_INTRIN
-from edgecnn.backends.tvm.schedules.common import (Rule, accumulate_in_registers, anchor_block, divisors,
+from edgecnn.backends.tvm.schedules.common import (Rule, anchor_block, divisors,
                                                    iter_extents, parallel_outer, place_pad, vectorize_tile,
                                                    worth_parallel)
 from edgecnn.backends.tvm.schedules.conv import prepare
@@ -97,6 +97,12 @@ def import_arm_intrinsics() -> None:
         del sys.modules[package]  # a later import runs the real __init__ (arm_cpu stays imported: not twice)
 
 
+# TVM 0.27 keeps a "global" buffer under 1 KB on the stack (LowerTVMBuiltin's kMaxStackAlloca), where LLVM keeps
+# it in registers; a larger one, and any "local" one, comes from the workspace pool: two runtime calls per tile
+# (22% of the 112x112 1x1 expand conv's time, single thread)
+STACK_TILE_BYTES = 1024
+
+
 class DotConv2D(Rule):
     """int8 conv (groups 1) in the dot-product form; parallel over (channel block, row, pixel block)."""
 
@@ -114,10 +120,11 @@ class DotConv2D(Rule):
                 "macs": n * oh * ow * oc * kh * kw * icq * 4}
 
     def _tiles(self, ctx, cpu):
-        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + 2 spare registers."""
-        blocks = ctx["oc"] // ctx["lanes"]
+        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + 2 spare registers, the int32 tile
+        under STACK_TILE_BYTES."""
+        blocks, vec_bytes = ctx["oc"] // ctx["lanes"], ctx["lanes"] * 4
         return [(nv, xb) for nv in divisors(blocks) if nv <= 4 for xb in divisors(ctx["ow"])
-                if xb * nv + nv + 2 <= cpu.registers and xb <= 32]
+                if xb * nv + nv + 2 <= cpu.registers and xb <= 32 and xb * nv * vec_bytes < STACK_TILE_BYTES]
 
     def default(self, ctx, cpu):
         cap = cpu.registers - 4
@@ -141,13 +148,15 @@ class DotConv2D(Rule):
         outer = parallel_outer(sch, [n, oo, y, xo], p["parallel"])
         for lp in (xi, ov):
             sch.unroll(lp)
+        # the accumulator tile stays "global" (the intrinsics' buffers are), under `outer` before tensorize
+        out = sch.cache_write(conv, 0, "global") if out is None else out
+        sch.reverse_compute_at(out, outer, preserve_unit_loops=True)
         if not ctx["intrin"]:  # vectorize while it is still a reduction block
             sch.unroll(rci)
             sch.vectorize(oi)
         init = sch.decompose_reduction(conv, kh)
         vectorize_tile(sch, init, 1, ctx["lanes"])
-        if ctx["intrin"]:  # before the accumulators become local: the intrinsic's buffers are global
+        if ctx["intrin"]:
             sch.tensorize(oi, ctx["intrin"])
-        out = accumulate_in_registers(sch, init, out, outer)
         vectorize_tile(sch, out, 1, cpu.lanes)
         place_pad(sch, pads, outer, mode="full", cpu=cpu, parallel=p["parallel"])
