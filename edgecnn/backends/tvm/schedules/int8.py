@@ -11,8 +11,8 @@ from tvm.script import tirx as T
 
 from edgecnn.backends.tvm.legalize import DOT_INTRIN
 from edgecnn.backends.tvm.schedules.common import (MAX_NVEC, MAX_XB, MIN_ACCUMULATORS, RESERVED_REGISTERS,
-                                                   SPARE_REGISTERS, Rule, accumulate_in_registers, divisors,
-                                                   parallel_outer, place_pad, vectorize_tile, worth_parallel)
+                                                   SPARE_REGISTERS, Rule, divisors, parallel_outer, place_pad,
+                                                   vectorize_tile, worth_parallel)
 from edgecnn.backends.tvm.schedules.conv import prepare
 
 
@@ -97,6 +97,12 @@ def import_arm_intrinsics() -> None:
         del sys.modules[package]  # a later import runs the real __init__ (arm_cpu stays imported: not twice)
 
 
+# TVM 0.27 keeps a "global" buffer under 1 KB on the stack (LowerTVMBuiltin's kMaxStackAlloca), where LLVM keeps
+# it in registers; a larger one, and any "local" one, comes from the workspace pool: two runtime calls per tile
+# (22% of the 112x112 1x1 expand conv's time, single thread)
+STACK_TILE_BYTES = 1024
+
+
 class DotConv2D(Rule):
     """int8 conv (groups 1) in the dot-product form; parallel over (channel block, row, pixel block)."""
 
@@ -110,10 +116,12 @@ class DotConv2D(Rule):
                 "macs": n * oh * ow * oc * kh * kw * icq * 4}
 
     def _tiles(self, ctx, cpu):
-        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + SPARE_REGISTERS (common.py)."""
-        blocks = ctx["oc"] // ctx["lanes"]
+        """(nvec, xb): xb * nvec accumulators + nvec weight vectors + SPARE_REGISTERS (common.py), the int32
+        tile under STACK_TILE_BYTES."""
+        blocks, vec_bytes = ctx["oc"] // ctx["lanes"], ctx["lanes"] * 4
         return [(nv, xb) for nv in divisors(blocks) if nv <= MAX_NVEC for xb in divisors(ctx["ow"])
-                if xb * nv + nv + SPARE_REGISTERS <= cpu.registers and xb <= MAX_XB]
+                if xb * nv + nv + SPARE_REGISTERS <= cpu.registers and xb <= MAX_XB
+                and xb * nv * vec_bytes < STACK_TILE_BYTES]
 
     def default(self, ctx, cpu):
         cap = cpu.registers - RESERVED_REGISTERS
@@ -137,13 +145,15 @@ class DotConv2D(Rule):
         outer = parallel_outer(sch, [n, oo, y, xo], p["parallel"])
         for lp in (xi, ov):
             sch.unroll(lp)
+        # the accumulator tile stays "global" (the intrinsics' buffers are), under `outer` before tensorize
+        out = sch.cache_write(conv, 0, "global") if out is None else out
+        sch.reverse_compute_at(out, outer, preserve_unit_loops=True)
         if not ctx["intrin"]:  # vectorize while it is still a reduction block
             sch.unroll(rci)
             sch.vectorize(oi)
         init = sch.decompose_reduction(conv, kh)
         vectorize_tile(sch, init, 1, ctx["lanes"])
-        if ctx["intrin"]:  # before the accumulators become local: the intrinsic's buffers are global
+        if ctx["intrin"]:
             sch.tensorize(oi, ctx["intrin"])
-        out = accumulate_in_registers(sch, init, out, outer)
         vectorize_tile(sch, out, 1, cpu.lanes)
         place_pad(sch, pads, outer, mode="full", cpu=cpu, parallel=p["parallel"])
