@@ -16,10 +16,18 @@ from edgecnn.backends.tvm.schedules.common import (MAX_NVEC, MAX_XB, MIN_ACCUMUL
 from edgecnn.backends.tvm.schedules.conv import prepare
 
 
+def _operands(lanes: int) -> tuple:
+    """The buffers of a dot-product intrinsic (its description and implementation must declare the same):
+    4 uint8 inputs, `lanes` x 4 int8 weights, `lanes` int32 accumulators."""
+    return (T.Buffer((4,), "uint8", offset_factor=1), T.Buffer((lanes, 4), "int8", offset_factor=1),
+            T.Buffer((lanes,), "int32", offset_factor=1))
+
+
 def _dot_desc(lanes: int):
+    a_, b_, c_ = _operands(lanes)
+
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+    def desc(A: a_, B: b_, C: c_) -> None:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
@@ -38,10 +46,10 @@ def _vpdpbusd(lanes: int, byte_operands: bool):
     byte vectors (TVM 0.27's dot_16x4_vnni still passes <16 x i32> and fails LLVM's verifier)."""
     ab, bb = (f"uint8x{4 * lanes}", f"int8x{4 * lanes}") if byte_operands else (f"int32x{lanes}", f"int32x{lanes}")
     name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+    a_, b_, c_ = _operands(lanes)
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+    def impl(A: a_, B: b_, C: c_) -> None:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
