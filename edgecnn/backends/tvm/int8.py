@@ -11,6 +11,8 @@ add, activation and the next QuantizeLinear follow in float and fuse into the sa
 with a non-zero zero point or a per-channel activation scale are left as they are.
 """
 
+import functools
+
 import numpy as np
 
 # A conv with fewer input channels (the 1- or 3-channel stem) stays float fake-quant: padded to the dot
@@ -85,18 +87,14 @@ def _dequantize(call):
     return relax.op.multiply(x, relax.const(params[0], "float32"))
 
 
+@functools.cache
 def vector_rounding() -> None:
-    """Let TIR vectorize `nearbyint` (the quantize's round half to even): TVM 0.27 does not mark it
+    """Let TIR vectorize `nearbyint` (the quantize's round half to even), once: TVM 0.27 does not mark it
     vectorizable, so every requantizing epilogue was scalarized and LLVM re-vectorized it at its preferred
     256 bits on AVX-512. llvm.nearbyint on a vector is exact (vrndscaleps, ARM frintx)."""
     import tvm
 
-    if not _VECTOR_ROUNDING:
-        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
-        _VECTOR_ROUNDING.append(True)
-
-
-_VECTOR_ROUNDING: list = []
+    tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
 
 
 def qdq_to_elementwise(mod):

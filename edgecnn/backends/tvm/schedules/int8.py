@@ -92,6 +92,8 @@ def import_arm_intrinsics() -> None:
     import types
 
     package = "tvm.s_tir.tensor_intrin"
+    if f"{package}.arm_cpu" in sys.modules:
+        return
     if package in sys.modules:
         importlib.import_module(f"{package}.arm_cpu")
         return
